@@ -1,0 +1,71 @@
+//! ingest's settings, from `SB_*` variables (README lists them all).
+
+use std::net::SocketAddr;
+
+use switchboard_platform::config::{self, ConfigError, ProcessEnv, Source};
+use switchboard_platform::nats::StreamSettings;
+
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub database_url: String,
+    /// `None` disables the admin API (it answers 401 saying so).
+    pub admin_token: Option<String>,
+    pub streams: StreamSettings,
+    pub db_pool_size: usize,
+    /// Largest `data` of one event, in bytes of JSON (`SB_MAX_EVENT_BYTES`).
+    pub max_event_bytes: usize,
+    /// Most events in one batch request (`SB_MAX_BATCH_EVENTS`).
+    pub max_batch_events: usize,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("nats_url", &self.nats_url)
+            .field("database_url", &self.database_url)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen: config::listen(src, "127.0.0.1:8081")?,
+            nats_url: config::string(src, "SB_NATS_URL", "nats://127.0.0.1:4222"),
+            database_url: config::string(
+                src,
+                "SB_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/switchboard",
+            ),
+            admin_token: config::admin_token(src)?,
+            streams: StreamSettings::from_source(src)?,
+            db_pool_size: config::parsed(
+                src,
+                "SB_DB_POOL_SIZE",
+                16,
+                "a whole number of connections",
+            )?,
+            max_event_bytes: config::parsed(
+                src,
+                "SB_MAX_EVENT_BYTES",
+                60 * 1024,
+                "a whole number of bytes",
+            )?,
+            max_batch_events: config::parsed(
+                src,
+                "SB_MAX_BATCH_EVENTS",
+                1000,
+                "a whole number of events",
+            )?,
+        })
+    }
+}

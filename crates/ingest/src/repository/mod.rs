@@ -1,0 +1,22 @@
+//! PostgreSQL access for ingest, one file per aggregate. Handlers never
+//! write SQL.
+
+pub mod api_keys;
+pub mod idempotency;
+pub mod tenants;
+
+use switchboard_platform::db::PgPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error("no PostgreSQL connection available")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("query failed")]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Cloneable access to ingest's tables.
+#[derive(Clone)]
+pub struct Repository {
+    pub pool: PgPool,
+}

@@ -1,0 +1,225 @@
+//! Room events from backends: `POST /v1/tenants/{t}/rooms/{r}/events` and the
+//! batch `POST /v1/tenants/{t}/events`. Both answer only after JetStream has
+//! acked every event; with an `Idempotency-Key` a retry gets the first answer
+//! again and nothing new is stored.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use prost::Message as _;
+use serde_json::json;
+use switchboard_platform::Problem;
+use switchboard_platform::nats::{PublishEventError, send_room_event, trace_headers};
+use switchboard_proto::{TenantId, subjects};
+
+use super::auth::require_tenant_key;
+use super::{AppState, parse_json, repository_problem};
+use crate::domain::event::{NewBatch, NewEvent, ValidEvent};
+use crate::domain::secrets;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/v1/tenants/{tenant}/rooms/{room}/events",
+        web::post().to(publish_one),
+    )
+    .route("/v1/tenants/{tenant}/events", web::post().to(publish_batch));
+}
+
+const IDEMPOTENCY_KEY_RULE: &str = "1 to 255 visible ASCII characters";
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(Problem::invalid("Idempotency-Key", IDEMPOTENCY_KEY_RULE)),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn publish_problem(e: PublishEventError) -> Problem {
+    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "publish to JetStream failed");
+    Problem::unavailable(
+        "the event store did not acknowledge; nothing is guaranteed stored, retry with the same Idempotency-Key",
+    )
+}
+
+/// Where a request with a key stands: answered before, or new.
+enum Replay {
+    Answered(serde_json::Value),
+    New,
+}
+
+async fn replay(
+    state: &AppState,
+    tenant: &TenantId,
+    scope: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<Replay, Problem> {
+    let Some(key) = key else {
+        return Ok(Replay::New);
+    };
+    let stored = state
+        .repo
+        .idempotent_response(tenant.as_str(), scope, key)
+        .await
+        .map_err(|e| repository_problem("reading an idempotency record", e))?;
+    match stored {
+        None => Ok(Replay::New),
+        Some(s) if s.request_hash == secrets::request_hash(body) => {
+            Ok(Replay::Answered(s.response))
+        }
+        Some(_) => Err(Problem::invalid(
+            "Idempotency-Key",
+            "was already used for a different request body; use a new key for a new request",
+        )),
+    }
+}
+
+async fn remember(
+    state: &AppState,
+    tenant: &TenantId,
+    scope: &str,
+    key: Option<&str>,
+    body: &[u8],
+    response: &serde_json::Value,
+) -> Result<(), Problem> {
+    if let Some(key) = key {
+        state
+            .repo
+            .remember_response(
+                tenant.as_str(),
+                scope,
+                key,
+                &secrets::request_hash(body),
+                response,
+            )
+            .await
+            .map_err(|e| repository_problem("storing an idempotency record", e))?;
+    }
+    Ok(())
+}
+
+async fn publish_one(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let (tenant, room) = path.into_inner();
+    let tenant = require_tenant_key(&req, &state, &tenant).await?;
+    let key = idempotency_key(&req)?;
+    let input: NewEvent = parse_json(&body)?;
+    let valid = ValidEvent::parse(
+        "",
+        &room,
+        &input.event,
+        &input.data,
+        input.source.as_deref(),
+        state.settings.max_event_bytes,
+    )?;
+
+    if input.ephemeral {
+        let id = secrets::new_event_id();
+        let (room, event) = valid.into_proto(id.clone(), tenant.as_str(), now_ms(), true);
+        state
+            .bus
+            .client
+            .publish_with_headers(
+                subjects::room_ephemeral(&tenant, &room),
+                trace_headers(),
+                event.encode_to_vec().into(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "ephemeral publish failed");
+                Problem::unavailable("NATS is unreachable; the ephemeral event was not sent")
+            })?;
+        return Ok(HttpResponse::Accepted().json(json!({"id": id, "ephemeral": true})));
+    }
+
+    let scope = format!("room:{}", valid.room);
+    if let Replay::Answered(body) = replay(&state, &tenant, &scope, key.as_deref(), &body).await? {
+        return Ok(HttpResponse::Created().json(body));
+    }
+    let id = match key.as_deref() {
+        Some(k) => secrets::idempotent_event_id(tenant.as_str(), &scope, k, 0),
+        None => secrets::new_event_id(),
+    };
+    let (room, event) = valid.into_proto(id.clone(), tenant.as_str(), now_ms(), false);
+    let ack = send_room_event(&state.bus.jetstream, &tenant, &room, &event)
+        .await
+        .map_err(publish_problem)?
+        .await
+        .map_err(|e| publish_problem(e.into()))?;
+    let response = json!({"id": id, "seq": ack.sequence});
+    remember(&state, &tenant, &scope, key.as_deref(), &body, &response).await?;
+    Ok(HttpResponse::Created().json(response))
+}
+
+async fn publish_batch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+    let key = idempotency_key(&req)?;
+    let input: NewBatch = parse_json(&body)?;
+    let max = state.settings.max_batch_events;
+    if input.events.is_empty() || input.events.len() > max {
+        return Err(Problem::invalid(
+            "events",
+            format!("must hold 1 to {max} events"),
+        ));
+    }
+    // Validate everything before publishing anything.
+    let valid = input
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            ValidEvent::parse(
+                &format!("events[{i}]."),
+                &e.room,
+                &e.event,
+                &e.data,
+                e.source.as_deref(),
+                state.settings.max_event_bytes,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let scope = "batch";
+    if let Replay::Answered(body) = replay(&state, &tenant, scope, key.as_deref(), &body).await? {
+        return Ok(HttpResponse::Created().json(body));
+    }
+    let ts = now_ms();
+    // Send all, then collect the acks: the publishes are pipelined, and the
+    // answer is given only when every one is stored.
+    let mut pending = Vec::with_capacity(valid.len());
+    for (i, v) in valid.into_iter().enumerate() {
+        let id = match key.as_deref() {
+            Some(k) => secrets::idempotent_event_id(tenant.as_str(), scope, k, i),
+            None => secrets::new_event_id(),
+        };
+        let (room, event) = v.into_proto(id.clone(), tenant.as_str(), ts, false);
+        let ack = send_room_event(&state.bus.jetstream, &tenant, &room, &event)
+            .await
+            .map_err(publish_problem)?;
+        pending.push((id, ack));
+    }
+    let mut items = Vec::with_capacity(pending.len());
+    for (id, ack) in pending {
+        let ack = ack.await.map_err(|e| publish_problem(e.into()))?;
+        items.push(json!({"id": id, "seq": ack.sequence}));
+    }
+    let response = json!({"items": items});
+    remember(&state, &tenant, scope, key.as_deref(), &body, &response).await?;
+    Ok(HttpResponse::Created().json(response))
+}

@@ -1,0 +1,68 @@
+//! PostgreSQL: a pool of diesel-async connections, and embedded migrations
+//! run at start-up (each service embeds only its own).
+
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{BuildError, Pool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+
+pub type PgPool = Pool<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("cannot build the PostgreSQL pool")]
+    Pool(#[source] BuildError),
+    #[error("cannot connect to PostgreSQL to migrate")]
+    Connect(#[source] diesel::ConnectionError),
+    #[error("migrations failed")]
+    Migrate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot take the migration lock")]
+    Lock(#[source] diesel::result::Error),
+    #[error("the migration task panicked")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+pub fn pool(url: &str, max_size: usize) -> Result<PgPool, DbSetupError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(DbSetupError::Pool)
+}
+
+/// Runs pending migrations. The harness blocks, so it runs on a blocking
+/// thread with its own connection.
+pub async fn migrate(url: &str, migrations: EmbeddedMigrations) -> Result<(), DbSetupError> {
+    use diesel_async::AsyncConnection as _;
+    use diesel_async::RunQueryDsl;
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(DbSetupError::Connect)?;
+    // Instances of several services may start at once against one database;
+    // the session lock serialises them and is released with the connection.
+    diesel::sql_query("SELECT pg_advisory_lock(7243501)")
+        .execute(&mut conn)
+        .await
+        .map_err(DbSetupError::Lock)?;
+    tokio::task::spawn_blocking(move || {
+        let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+        harness
+            .run_pending_migrations(migrations)
+            .map(|_| ())
+            .map_err(DbSetupError::Migrate)
+    })
+    .await
+    .map_err(DbSetupError::Join)?
+}
+
+/// True when a pooled connection answers `SELECT 1`.
+pub async fn ping(pool: &PgPool) -> bool {
+    use diesel_async::RunQueryDsl;
+    let Ok(mut conn) = pool.get().await else {
+        return false;
+    };
+    diesel::sql_query("SELECT 1")
+        .execute(&mut conn)
+        .await
+        .is_ok()
+}

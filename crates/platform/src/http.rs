@@ -1,0 +1,170 @@
+//! The HTTP pieces every service mounts: `/healthz`, `/readyz`, `/metrics`,
+//! and extractor configs that turn malformed input into problem+json naming
+//! the field.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::metrics::SharedRegistry;
+use crate::problem::Problem;
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// What `/readyz` checks: named probes, each `Ok` when ready.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+impl Readiness {
+    pub fn check<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(f()))));
+        self
+    }
+
+    async fn run(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (name, check) in &self.checks {
+            let v = match check().await {
+                Ok(()) => serde_json::Value::String("ok".into()),
+                Err(e) => serde_json::Value::String(e),
+            };
+            out.insert((*name).into(), v);
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    let checks = readiness.run().await;
+    let ready = checks
+        .as_object()
+        .is_some_and(|m| m.values().all(|v| v == "ok"));
+    let body = serde_json::json!({"ready": ready, "checks": checks});
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(registry: web::Data<SharedRegistry>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(registry.encode())
+}
+
+/// Mounts `/healthz`, `/readyz` and `/metrics`.
+pub fn operational_routes(
+    cfg: &mut web::ServiceConfig,
+    readiness: Readiness,
+    registry: SharedRegistry,
+) {
+    cfg.app_data(web::Data::new(readiness))
+        .app_data(web::Data::new(registry))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// JSON bodies: a syntax or shape error becomes a `400` problem whose detail
+/// is serde's (it names the missing or mistyped field and where).
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .error_handler(|err, _req: &HttpRequest| {
+            let detail = match &err {
+                actix_web::error::JsonPayloadError::Overflow { limit }
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { limit, .. } => {
+                    format!("body is larger than {limit} bytes")
+                }
+                actix_web::error::JsonPayloadError::Deserialize(e) => {
+                    format!("body is not valid JSON for this endpoint: {e}")
+                }
+                other => format!("body could not be read as JSON: {other}"),
+            };
+            Problem::bad_request(detail).into()
+        })
+}
+
+/// Query strings: a bad parameter becomes a `400` problem naming it.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        Problem::bad_request(format!("query string is invalid: {err}")).into()
+    })
+}
+
+/// Path segments that do not parse become a `404`-free `400` problem.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|err, _req| Problem::bad_request(format!("path is invalid: {err}")).into())
+}
+
+/// Unknown routes answer problem+json too.
+pub async fn not_found() -> Result<HttpResponse, Problem> {
+    Err(Problem::not_found(
+        "no such endpoint; see the README for the API",
+    ))
+}
+
+impl Readiness {
+    /// Ready while the NATS connection is up.
+    pub fn nats(self, bus: &crate::nats::Bus) -> Self {
+        let bus = bus.clone();
+        self.check("nats", move || {
+            let ok = bus.is_connected();
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("disconnected".into())
+                }
+            }
+        })
+    }
+
+    /// Ready while PostgreSQL answers.
+    pub fn postgres(self, pool: &crate::db::PgPool) -> Self {
+        let pool = pool.clone();
+        self.check("postgres", move || {
+            let pool = pool.clone();
+            async move {
+                if crate::db::ping(&pool).await {
+                    Ok(())
+                } else {
+                    Err("unreachable".into())
+                }
+            }
+        })
+    }
+}
+
+/// Runs `server` until `shutdown`, then stops it gracefully and drains
+/// NATS so that nothing published is left unsent.
+pub async fn serve_until_stopped(
+    server: actix_web::dev::Server,
+    mut shutdown: crate::Shutdown,
+    nats: async_nats::Client,
+) {
+    let handle = server.handle();
+    let running = tokio::spawn(server);
+    shutdown.wait().await;
+    handle.stop(true).await;
+    let _ = running.await;
+    if let Err(e) = nats.drain().await {
+        tracing::warn!(error = %e, "draining NATS failed");
+    }
+}

@@ -1,0 +1,302 @@
+//! The NATS side every service shares: connecting, and creating (idempotently)
+//! the streams and buckets of DESIGN.md §2, whose limits are configuration.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use switchboard_proto::subjects;
+
+use crate::config::{self, ConfigError, Source};
+
+/// Limits of the streams and buckets; defaults are those of DESIGN.md §2.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Events kept per room (`SB_ROOM_HISTORY`).
+    pub room_history: i64,
+    /// How long room events are kept (`SB_ROOM_HISTORY_AGE`).
+    pub room_history_age: Duration,
+    /// Window in which a repeated `Nats-Msg-Id` is stored once (`SB_DEDUP_WINDOW`).
+    pub dedup_window: Duration,
+    /// How long domain events are kept for consumers (`SB_DOMAIN_AGE`).
+    pub domain_age: Duration,
+    /// How long a presence entry lives without a refresh (`SB_PRESENCE_TTL`).
+    pub presence_ttl: Duration,
+}
+
+impl StreamSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let room_history = config::parsed(
+            src,
+            "SB_ROOM_HISTORY",
+            1000,
+            "a whole number of events per room, at least 1",
+        )?;
+        if room_history < 1 {
+            return Err(ConfigError {
+                var: "SB_ROOM_HISTORY".into(),
+                value: room_history.to_string(),
+                rule: "a whole number of events per room, at least 1".into(),
+            });
+        }
+        Ok(Self {
+            room_history,
+            room_history_age: config::duration(
+                src,
+                "SB_ROOM_HISTORY_AGE",
+                Duration::from_secs(86_400),
+            )?,
+            dedup_window: config::duration(src, "SB_DEDUP_WINDOW", Duration::from_secs(120))?,
+            domain_age: config::duration(src, "SB_DOMAIN_AGE", Duration::from_secs(7 * 86_400))?,
+            presence_ttl: config::duration(src, "SB_PRESENCE_TTL", Duration::from_secs(30))?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSetupError {
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot create or update stream {name}")]
+    Stream {
+        name: &'static str,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot open key-value bucket {name}")]
+    Bucket {
+        name: &'static str,
+        #[source]
+        source: jetstream::context::KeyValueError,
+    },
+}
+
+/// A connected client with the JetStream context and the shared buckets.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub tenants: kv::Store,
+    pub presence: kv::Store,
+    pub room_state: kv::Store,
+}
+
+/// Connects with unlimited reconnects, so a NATS restart is ridden out.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsSetupError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|source| NatsSetupError::Connect {
+            url: url.into(),
+            source,
+        })
+}
+
+impl Bus {
+    /// Connects and makes sure every stream and bucket exists with `settings`.
+    pub async fn start(
+        url: &str,
+        name: &str,
+        settings: &StreamSettings,
+    ) -> Result<Self, NatsSetupError> {
+        let client = connect(url, name).await?;
+        let jetstream = jetstream::new(client.clone());
+        ensure_streams(&jetstream, settings).await?;
+        let tenants = ensure_bucket(
+            &jetstream,
+            subjects::TENANTS_BUCKET,
+            kv::Config {
+                history: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let presence = ensure_bucket(
+            &jetstream,
+            subjects::PRESENCE_BUCKET,
+            kv::Config {
+                history: 1,
+                max_age: settings.presence_ttl,
+                storage: stream::StorageType::Memory,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let room_state = ensure_bucket(
+            &jetstream,
+            subjects::ROOM_STATE_BUCKET,
+            kv::Config {
+                history: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Self {
+            client,
+            jetstream,
+            tenants,
+            presence,
+            room_state,
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+/// The stream configurations, exactly as DESIGN.md §2 has them.
+pub fn stream_configs(settings: &StreamSettings) -> Vec<stream::Config> {
+    vec![
+        stream::Config {
+            name: subjects::ROOMS_STREAM.into(),
+            subjects: vec![subjects::ROOM_EVENTS_ALL.into()],
+            max_messages_per_subject: settings.room_history,
+            max_age: settings.room_history_age,
+            duplicate_window: settings.dedup_window,
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            republish: Some(stream::Republish {
+                source: subjects::ROOM_EVENTS_ALL.into(),
+                destination: subjects::ROOM_LIVE_ALL.into(),
+                headers_only: false,
+            }),
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects::DOMAIN_STREAM.into(),
+            subjects: vec![subjects::DOMAIN_ALL.into()],
+            max_age: settings.domain_age,
+            duplicate_window: settings.dedup_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects::INBOX_STREAM.into(),
+            subjects: vec![subjects::INBOX_ALL.into()],
+            max_age: settings.domain_age,
+            duplicate_window: settings.dedup_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects::TASKS_STREAM.into(),
+            subjects: vec![subjects::TASKS_ALL.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: settings.dedup_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    ]
+}
+
+async fn ensure_streams(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<(), NatsSetupError> {
+    for config in stream_configs(settings) {
+        let name = static_name(&config.name);
+        // Several services start at once: creation races are settled by the
+        // server, and "already exists" with a different config is an update.
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|source| NatsSetupError::Stream { name, source })?;
+    }
+    Ok(())
+}
+
+/// Creates a key-value bucket as the stream KV clients expect (`KV_{name}`
+/// on `$KV.{name}.>`), then opens it. We write the stream config ourselves
+/// because async-nats' own bucket creation first queries account info in a
+/// shape that servers before 2.11 do not answer (Debian ships 2.9).
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    name: &'static str,
+    config: kv::Config,
+) -> Result<kv::Store, NatsSetupError> {
+    let stream = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: config.history.max(1),
+        max_age: config.max_age,
+        storage: config.storage,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.create_or_update_stream(stream)
+        .await
+        .map_err(|source| NatsSetupError::Stream { name, source })?;
+    js.get_key_value(name)
+        .await
+        .map_err(|source| NatsSetupError::Bucket { name, source })
+}
+
+fn static_name(name: &str) -> &'static str {
+    [
+        subjects::TENANTS_BUCKET,
+        subjects::PRESENCE_BUCKET,
+        subjects::ROOM_STATE_BUCKET,
+        subjects::ROOMS_STREAM,
+        subjects::DOMAIN_STREAM,
+        subjects::INBOX_STREAM,
+        subjects::TASKS_STREAM,
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+    .unwrap_or("stream")
+}
+
+/// Headers every published message carries: the W3C trace context of the
+/// current span, so a trace follows an event from HTTP to each socket.
+pub fn trace_headers() -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    crate::telemetry::inject_current(|k, v| headers.insert(k, v));
+    headers
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishEventError {
+    #[error("JetStream did not take the event")]
+    Publish(#[from] jetstream::context::PublishError),
+}
+
+/// Stores a room event in `SB_ROOMS` and waits for JetStream's ack. The event
+/// id is the `Nats-Msg-Id`, so a retried publish is stored once and answers
+/// with the first one's sequence.
+pub async fn publish_room_event(
+    js: &jetstream::Context,
+    tenant: &switchboard_proto::TenantId,
+    room: &switchboard_proto::RoomName,
+    event: &switchboard_proto::pb::RoomEvent,
+) -> Result<jetstream::publish::PublishAck, PublishEventError> {
+    let ack = send_room_event(js, tenant, room, event).await?;
+    Ok(ack.await?)
+}
+
+/// Sends a room event without waiting for its ack, for pipelined batches:
+/// await the returned futures in order.
+pub async fn send_room_event(
+    js: &jetstream::Context,
+    tenant: &switchboard_proto::TenantId,
+    room: &switchboard_proto::RoomName,
+    event: &switchboard_proto::pb::RoomEvent,
+) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
+    use prost::Message as _;
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(event.encode_to_vec().into())
+        .headers(trace_headers())
+        .message_id(&event.id);
+    Ok(js
+        .send_publish(subjects::room_event(tenant, room), publish)
+        .await?)
+}

@@ -1,0 +1,71 @@
+//! Who is connecting: the browser token, taken from the subprotocol list
+//! (`bearer.<jwt>`), the `Authorization` header, or `?token=` (PROTOCOL.md),
+//! verified against the tenant's signing secrets.
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use switchboard_platform::Problem;
+use switchboard_proto::token::{self, Claims, TokenError};
+
+use crate::tenants::TenantDirectory;
+
+pub const SUBPROTOCOL: &str = "switchboard.v1";
+const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// The raw token of a connection request, wherever the client put it.
+pub fn token_from_request(req: &HttpRequest) -> Option<String> {
+    for value in req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        if let Ok(list) = value.to_str()
+            && let Some(t) = list
+                .split(',')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
+        {
+            return Some(t.to_owned());
+        }
+    }
+    if let Some(t) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(t.trim().to_owned());
+    }
+    req.query_string()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(str::to_owned)
+}
+
+/// Verifies `raw` with the secrets of the tenant it names.
+pub fn verify(raw: &str, tenants: &TenantDirectory, now: i64) -> Result<Claims, TokenError> {
+    let tenant = token::peek_tenant(raw)?;
+    let config = tenants
+        .get(&tenant)
+        .ok_or_else(|| TokenError::UnknownTenant(tenant.to_string()))?;
+    let mut last = TokenError::BadSignature;
+    for key in &config.signing_keys {
+        match token::verify(raw, key.as_bytes(), now) {
+            Ok(claims) if claims.tenant == tenant => return Ok(claims),
+            Ok(_) => return Err(TokenError::BadSignature),
+            Err(TokenError::BadSignature) => continue,
+            Err(e) => {
+                last = e;
+                break;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The `401` a refused connection gets, before any upgrade.
+pub fn refuse(e: &TokenError) -> Problem {
+    Problem::unauthorized(format!("{e}"))
+}
+
+pub fn missing_token() -> Problem {
+    Problem::unauthorized(
+        "no token: send it as subprotocol 'bearer.<jwt>', as 'Authorization: Bearer <jwt>', or as ?token=<jwt>",
+    )
+}

@@ -1,0 +1,56 @@
+//! room-gateway's settings, from `SB_*` variables (README lists them all).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_platform::config::{self, ConfigError, ProcessEnv, Source};
+use switchboard_platform::nats::StreamSettings;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub streams: StreamSettings,
+    /// Interval of server pings; two silent intervals close (`SB_HEARTBEAT`).
+    pub heartbeat: Duration,
+    /// Largest client frame (`SB_MAX_FRAME_BYTES`); larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames a connection may have waiting (`SB_OUTBOUND_QUEUE`); a full
+    /// queue closes it with 4008.
+    pub outbound_queue: usize,
+    /// Time to drain connections on SIGTERM (`SB_DRAIN_SECS`).
+    pub drain: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen: config::listen(src, "127.0.0.1:8080")?,
+            nats_url: config::string(src, "SB_NATS_URL", "nats://127.0.0.1:4222"),
+            streams: StreamSettings::from_source(src)?,
+            heartbeat: config::duration(src, "SB_HEARTBEAT", Duration::from_secs(25))?,
+            max_frame_bytes: config::parsed(
+                src,
+                "SB_MAX_FRAME_BYTES",
+                64 * 1024,
+                "a whole number of bytes",
+            )?,
+            outbound_queue: config::parsed(
+                src,
+                "SB_OUTBOUND_QUEUE",
+                1024,
+                "a whole number of frames",
+            )?,
+            drain: Duration::from_secs(config::parsed(
+                src,
+                "SB_DRAIN_SECS",
+                10,
+                "a whole number of seconds",
+            )?),
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! Building and running room-gateway: connect NATS, load tenants, bind, serve
+//! WebSockets until told to stop, then drain.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use switchboard_platform::http::{self, Readiness};
+use switchboard_platform::metrics::{Registry, SharedRegistry};
+use switchboard_platform::nats::Bus;
+use switchboard_platform::{Problem, Shutdown, shutdown};
+
+use crate::auth;
+use crate::config::Settings;
+use crate::hub::RoomHub;
+use crate::metrics::GatewayMetrics;
+use crate::session::{self, Gateway};
+use crate::tenants::TenantDirectory;
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    gateway: Gateway,
+    drain_trigger: shutdown::ShutdownTrigger,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let bus = Bus::start(&settings.nats_url, "room-gateway", &settings.streams)
+            .await
+            .context("setting up NATS")?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+
+        // Sessions watch this, not the process signal: the gateway decides
+        // when draining starts (after it stops accepting).
+        let (drain_trigger, drain) = shutdown::channel();
+        let tenants = TenantDirectory::default();
+        tenants
+            .start(bus.tenants.clone(), drain.clone())
+            .await
+            .context("loading tenants from KV SB_TENANTS")?;
+
+        let metrics = GatewayMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let registry = SharedRegistry::new(registry);
+        let gateway = Gateway {
+            hub: RoomHub::new(bus.client.clone(), metrics),
+            tenants: tenants.clone(),
+            bus: bus.clone(),
+            settings: Arc::new(settings),
+            shutdown: drain,
+        };
+        let readiness = {
+            Readiness::default().nats(&bus).check("tenants", move || {
+                let ok = tenants.is_loaded();
+                async move { if ok { Ok(()) } else { Err("loading".into()) } }
+            })
+        };
+        let data = web::Data::new(gateway.clone());
+        let drain_secs = gateway.settings.drain.as_secs();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(|cfg| http::operational_routes(cfg, readiness.clone(), registry.clone()))
+                .route("/v1/ws", web::get().to(connect))
+                .default_service(web::to(http::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(drain_secs + 1)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            gateway,
+            drain_trigger,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown`; then stops accepting, tells every client to
+    /// `reconnect` (jittered `after_ms`) and closes them with 1012, and exits
+    /// as soon as no connection is left or `SB_DRAIN_SECS` has passed.
+    pub async fn run_until_stopped(self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        shutdown.wait().await;
+        tracing::info!("draining connections");
+        let stopped = tokio::spawn(handle.stop(true));
+        self.drain_trigger.fire();
+        let deadline = tokio::time::Instant::now() + self.gateway.settings.drain;
+        let connections = self.gateway.hub.metrics().connections.clone();
+        while connections.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stopped.await;
+        let _ = server.await;
+        if let Err(e) = self.gateway.bus.client.drain().await {
+            tracing::warn!(error = %e, "draining NATS failed");
+        }
+        Ok(())
+    }
+}
+
+/// `GET /v1/ws`: authenticate, upgrade, hand the socket to a session task.
+async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, Problem> {
+    if gw.shutdown.is_fired() {
+        return Err(Problem::unavailable(
+            "this gateway is draining; connect to another",
+        ));
+    }
+    let raw = auth::token_from_request(&req).ok_or_else(auth::missing_token)?;
+    let claims = auth::verify(&raw, &gw.tenants, chrono::Utc::now().timestamp())
+        .map_err(|e| auth::refuse(&e))?;
+    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[auth::SUBPROTOCOL])
+        .map_err(|e| Problem::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let max = gw.settings.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    actix_web::rt::spawn(session::run(gw.get_ref().clone(), claims, ws, stream));
+    Ok(response)
+}

@@ -1,0 +1,179 @@
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use switchboard_platform::shutdown::{self, ShutdownTrigger};
+use switchboard_proto::token::{self, Claims};
+use switchboard_test_support::{TestDatabase, WsClient, nats_url, random_suffix};
+
+pub struct TestApp {
+    pub ingest: String,
+    pub gateway_port: u16,
+    pub admin_token: String,
+    pub http: reqwest::Client,
+    // Dropped last: the services stop before their database goes.
+    _stops: Vec<ShutdownTrigger>,
+    _db: TestDatabase,
+}
+
+pub struct Tenant {
+    pub id: String,
+    pub api_key: String,
+    pub signing_secret: String,
+}
+
+fn env(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Starts ingest and one gateway.
+pub async fn spawn_app() -> TestApp {
+    let db = TestDatabase::create().await;
+    let admin_token = format!(
+        "{}{}{}{}",
+        random_suffix(),
+        random_suffix(),
+        random_suffix(),
+        random_suffix()
+    );
+    let vars = env(&[
+        ("SB_LISTEN", "127.0.0.1:0".into()),
+        ("SB_NATS_URL", nats_url()),
+        ("SB_DATABASE_URL", db.url.clone()),
+        ("SB_ADMIN_TOKEN", admin_token.clone()),
+    ]);
+    let ingest = ingest::Application::build(ingest::Settings::from_source(&vars).unwrap())
+        .await
+        .expect("ingest starts");
+    let ingest_port = ingest.port();
+    let (ingest_stop, s) = shutdown::channel();
+    tokio::spawn(ingest.run_until_stopped(s));
+    let mut app = TestApp {
+        ingest: format!("http://127.0.0.1:{ingest_port}"),
+        gateway_port: 0,
+        admin_token,
+        http: reqwest::Client::new(),
+        _stops: vec![ingest_stop],
+        _db: db,
+    };
+    app.gateway_port = app.spawn_gateway().await;
+    app
+}
+
+impl TestApp {
+    /// Starts another gateway instance; returns its port.
+    pub async fn spawn_gateway(&mut self) -> u16 {
+        let vars = env(&[
+            ("SB_LISTEN", "127.0.0.1:0".into()),
+            ("SB_NATS_URL", nats_url()),
+        ]);
+        let gw =
+            room_gateway::Application::build(room_gateway::Settings::from_source(&vars).unwrap())
+                .await
+                .expect("gateway starts");
+        let port = gw.port();
+        let (stop, s) = shutdown::channel();
+        tokio::spawn(gw.run_until_stopped(s));
+        self._stops.push(stop);
+        port
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.gateway_port)
+    }
+
+    pub async fn create_tenant(&self) -> Tenant {
+        let res = self
+            .http
+            .post(format!("{}/v1/admin/tenants", self.ingest))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"name": "Test tenant"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let body: Value = res.json().await.unwrap();
+        let tenant = Tenant {
+            id: body["id"].as_str().unwrap().into(),
+            api_key: body["api_key"].as_str().unwrap().into(),
+            signing_secret: body["signing_secret"].as_str().unwrap().into(),
+        };
+        self.wait_for_tenant_on_gateway(&tenant).await;
+        tenant
+    }
+
+    /// The gateway learns tenants through a KV watch; wait until it accepts
+    /// this one's tokens.
+    async fn wait_for_tenant_on_gateway(&self, tenant: &Tenant) {
+        let token = tenant.token("probe", json!({}));
+        for _ in 0..200 {
+            if let Ok(mut c) = WsClient::connect(&self.ws_url(), &token).await {
+                c.next_of_type("welcome").await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("gateway never learned tenant {}", tenant.id);
+    }
+
+    pub async fn post_event(&self, tenant: &Tenant, room: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/v1/tenants/{}/rooms/{room}/events",
+                self.ingest, tenant.id
+            ))
+            .bearer_auth(&tenant.api_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn connect(&self, tenant: &Tenant, sub: &str, rooms: Value) -> WsClient {
+        let mut c = WsClient::connect(&self.ws_url(), &tenant.token(sub, rooms))
+            .await
+            .expect("connection accepted");
+        let welcome = c.next_frame().await;
+        assert_eq!(welcome["type"], "welcome");
+        c
+    }
+}
+
+impl Tenant {
+    pub fn claims(&self, sub: &str, rooms: Value, exp_in_s: i64) -> Claims {
+        serde_json::from_value(json!({
+            "sub": sub,
+            "tenant": self.id,
+            "exp": now() + exp_in_s,
+            "iat": now(),
+            "rooms": rooms,
+        }))
+        .unwrap()
+    }
+
+    pub fn token(&self, sub: &str, rooms: Value) -> String {
+        token::sign(
+            &self.claims(sub, rooms, 3600),
+            self.signing_secret.as_bytes(),
+        )
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Joins `room` and returns the `joined` frame.
+pub async fn join(c: &mut WsClient, room: &str) -> Value {
+    c.send_json(json!({"op": "join", "room": room, "id": format!("j-{room}")}))
+        .await;
+    let joined = c.next_frame().await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["ref"], format!("j-{room}"));
+    joined
+}

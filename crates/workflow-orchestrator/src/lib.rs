@@ -1,0 +1,36 @@
+//! workflow-orchestrator runs tasks (`SB_TASKS`) step by step, in-process or
+//! on workers over `sb.work.{kind}`, with state in PostgreSQL. So far it is
+//! the service skeleton: settings, NATS with the shared streams, PostgreSQL,
+//! `/healthz` `/readyz` `/metrics` and graceful shutdown; workflows come with
+//! their issue.
+
+#![forbid(unsafe_code)]
+
+use switchboard_platform::Shutdown;
+use switchboard_platform::config::{ConfigError, ProcessEnv};
+use switchboard_platform::service::{BasicService, BasicSettings, BuildError};
+
+pub const SERVICE: &str = "workflow-orchestrator";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8083";
+
+pub type Settings = BasicSettings;
+
+pub fn settings_from_env() -> Result<Settings, ConfigError> {
+    BasicSettings::from_source(&ProcessEnv, DEFAULT_LISTEN)
+}
+
+pub struct Application(BasicService);
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        BasicService::build(SERVICE, settings).await.map(Self)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        self.0.run_until_stopped(shutdown).await
+    }
+}

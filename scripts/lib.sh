@@ -1,0 +1,539 @@
+#!/usr/bin/env bash
+# Helpers sourced by scripts/up, scripts/down and scripts/test.
+#
+# The callers run with `set -euo pipefail`; this file does not set shell options itself because
+# sourcing it into an interactive shell would then change (and on error, close) that shell.
+#
+# Layout (all under the repository, ignored by git):
+#   .run/pids/<name>.pid   pid of a process these scripts started (nothing else gets one)
+#   .run/logs/<name>.log   its output
+#   .run/state/            NATS JetStream store and log (override: SB_STATE_DIR)
+#   .run/env               written by scripts/up, for `source`
+
+if [[ -n ${_SB_LIB_LOADED:-} ]]; then
+  return 0
+fi
+_SB_LIB_LOADED=1
+
+# Repository root: this file lives in <root>/scripts, wherever the caller was started from.
+SB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+sb_root() { printf '%s\n' "$SB_ROOT"; }
+
+# Absolute, so that a relative override means the same thing after the caller cds to the root.
+SB_RUN_DIR=${SB_RUN_DIR:-$SB_ROOT/.run}
+[[ $SB_RUN_DIR == /* ]] || SB_RUN_DIR=$PWD/$SB_RUN_DIR
+SB_STATE_DIR=${SB_STATE_DIR:-$SB_RUN_DIR/state}
+[[ $SB_STATE_DIR == /* ]] || SB_STATE_DIR=$PWD/$SB_STATE_DIR
+SB_PID_DIR=$SB_RUN_DIR/pids
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SB_LOG_DIR=$SB_RUN_DIR/logs
+
+SB_DEFAULT_NATS_URL=nats://127.0.0.1:4222
+# The scripts manage only a PostgreSQL on this address, reached as user postgres.
+SB_PG_HOST=127.0.0.1
+SB_PG_PORT=5432
+
+# ---------------------------------------------------------------------------------------------
+# Logging: everything goes to stderr so stdout stays usable for values and the how-to text.
+
+_SB_PROG=${0##*/}
+sb_info() { printf '[%s] %s\n' "$_SB_PROG" "$*" >&2; }
+sb_warn() { printf '[%s] warning: %s\n' "$_SB_PROG" "$*" >&2; }
+sb_error() { printf '[%s] error: %s\n' "$_SB_PROG" "$*" >&2; }
+sb_die() {
+  sb_error "$@"
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Small utilities
+
+# Runs a command as root: directly when we are root, else through sudo (non-interactive when
+# possible, prompting only on a terminal).
+sb_as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n "$@"
+  elif command -v sudo >/dev/null 2>&1 && [[ -t 0 ]]; then
+    sudo "$@"
+  else
+    sb_die "root is needed to run: $* (run it yourself, or run this script as root)"
+  fi
+}
+
+sb_apt_install() {
+  command -v apt-get >/dev/null 2>&1 ||
+    sb_die "apt-get not found: install $* with your system's package manager, then re-run"
+  sb_info "installing $* with apt-get"
+  sb_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sb_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# True when something accepts TCP connections on host:port. bash's /dev/tcp needs no extra
+# tool; `timeout` keeps an unroutable host from hanging us.
+sb_port_open() {
+  local host=$1 port=$2
+  if command -v timeout >/dev/null 2>&1; then
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+  elif command -v nc >/dev/null 2>&1; then
+    nc -z -w 2 "$host" "$port" >/dev/null 2>&1
+  else
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+  fi
+}
+
+# sb_wait_for SECONDS COMMAND...: retries COMMAND every half second until it succeeds or the
+# time is up (then returns 1).
+sb_wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+# 64 hex characters of randomness, from openssl when present.
+sb_random_hex() {
+  if command -v openssl >/dev/null 2>&1; then
+    openssl rand -hex 32
+  else
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
+    echo
+  fi
+}
+
+# Raise the soft open-file limit to the hard one: tests and services hold many sockets.
+sb_raise_nofile() {
+  local hard
+  hard=$(ulimit -Hn)
+  # Linux refuses an "unlimited" soft nofile limit; ask for a large number instead.
+  [[ $hard != unlimited ]] || hard=1048576
+  ulimit -Sn "$hard" 2>/dev/null ||
+    sb_warn "could not raise the open-file limit to $hard (it stays $(ulimit -Sn))"
+}
+
+# Serialise ensure_* between scripts running at once (e.g. up and test), so two of them never
+# both start a NATS server or run apt-get. The lock is dropped by sb_unlock or at exit.
+sb_lock() {
+  command -v flock >/dev/null 2>&1 || return 0
+  mkdir -p "$SB_RUN_DIR"
+  exec {_SB_LOCK_FD}>"$SB_RUN_DIR/$1.lock"
+  flock -w 300 "$_SB_LOCK_FD" || sb_die "timed out waiting for $SB_RUN_DIR/$1.lock"
+}
+sb_unlock() {
+  if [[ -n ${_SB_LOCK_FD:-} ]]; then
+    exec {_SB_LOCK_FD}>&-
+    _SB_LOCK_FD=
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes started by these scripts, tracked by pid files.
+
+# The program a pid file's process must be running; the check keeps a stale pid file whose pid
+# was reused from making us signal an unrelated process.
+sb_expected_program() {
+  case $1 in
+    nats) echo nats-server ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# sb_pid_alive PID: the process exists and is not a zombie (an exited process stays one until
+# its new parent, often a slow container init, reaps it).
+sb_pid_alive() {
+  local stat
+  stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ -n $stat && $stat != Z* ]]
+}
+
+# sb_pid_matches PID PROGRAM: PID is alive and runs PROGRAM, compared by command name, which
+# Linux truncates to 15 characters ("workflow-orches").
+sb_pid_matches() {
+  local comm
+  sb_pid_alive "$1" || return 1
+  comm=$(ps -o comm= -p "$1" 2>/dev/null) || return 1
+  comm=${comm##*/}
+  [[ $comm == "$2" || $comm == "${2:0:15}" ]]
+}
+
+# sb_pid_of NAME: prints the pid of our running NAME; fails when it is not running.
+sb_pid_of() {
+  local file="$SB_PID_DIR/$1.pid" pid
+  [[ -s $file ]] || return 1
+  read -r pid <"$file" || [[ -n ${pid:-} ]] || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  sb_pid_matches "$pid" "$(sb_expected_program "$1")" || return 1
+  printf '%s\n' "$pid"
+}
+
+# sb_spawn NAME LOGFILE PROGRAM [ARGS...]: starts PROGRAM in the background, detached from this
+# shell's session, appending its output to LOGFILE and recording its pid in .run/pids/NAME.pid.
+# Prints the pid. The environment is inherited, so callers export what the program needs.
+sb_spawn() {
+  local name=$1 log=$2
+  shift 2
+  local pidfile="$SB_PID_DIR/$name.pid" program=${1##*/} launcher=nohup pid=
+  mkdir -p "$SB_PID_DIR" "$(dirname "$log")"
+  rm -f "$pidfile"
+  # setsid: a Ctrl-C or a CI job ending for this script's process group does not reach the
+  # program. The inner sh writes its own pid and then execs the program, so the pid file is
+  # right even when setsid has to fork. The subshell returns at once and the program is
+  # re-parented, so it outlives this script.
+  if command -v setsid >/dev/null 2>&1; then launcher=setsid; fi
+  (
+    # A long-lived child must not inherit the sb_lock descriptor: it would hold the lock.
+    if [[ -n ${_SB_LOCK_FD:-} ]]; then
+      exec {_SB_LOCK_FD}>&-
+    fi
+    # shellcheck disable=SC2016 # $$ and $@ belong to the inner sh
+    "$launcher" sh -c 'echo "$$" >"$0" && exec "$@"' "$pidfile" "$@" </dev/null >>"$log" 2>&1 &
+  )
+  # Wait until the pid file is written and the exec has happened (or the program died).
+  local deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
+    if [[ -s $pidfile ]]; then
+      read -r pid <"$pidfile" || true
+      if [[ -n $pid ]] && sb_pid_matches "$pid" "$program"; then
+        printf '%s\n' "$pid"
+        return 0
+      fi
+      if [[ -n $pid ]] && ! sb_pid_alive "$pid"; then
+        break
+      fi
+    fi
+    sleep 0.1
+  done
+  rm -f "$pidfile"
+  sb_error "$name did not start; last lines of $log:"
+  tail -n 30 "$log" >&2 || true
+  return 1
+}
+
+# sb_stop NAME...: SIGTERM each of our running NAMEs, wait up to SB_STOP_TIMEOUT (15) seconds
+# for all of them, SIGKILL what is left, and remove their pid files. A pid file whose process is
+# gone (or is some other program now) is removed without signalling anything.
+sb_stop() {
+  local name pid left
+  local -a names=() pids=()
+  for name in "$@"; do
+    if pid=$(sb_pid_of "$name"); then
+      sb_info "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      names+=("$name")
+      pids+=("$pid")
+    elif [[ -e $SB_PID_DIR/$name.pid ]]; then
+      sb_info "$name is not running; removing its stale pid file"
+      rm -f "$SB_PID_DIR/$name.pid"
+    fi
+  done
+  ((${#pids[@]} > 0)) || return 0
+
+  local deadline=$((SECONDS + ${SB_STOP_TIMEOUT:-15})) i
+  while :; do
+    left=0
+    for i in "${!pids[@]}"; do
+      if sb_pid_matches "${pids[$i]}" "$(sb_expected_program "${names[$i]}")"; then
+        left=1
+      fi
+    done
+    ((left && SECONDS < deadline)) || break
+    sleep 0.2
+  done
+  for i in "${!pids[@]}"; do
+    if sb_pid_matches "${pids[$i]}" "$(sb_expected_program "${names[$i]}")"; then
+      sb_warn "${names[$i]} (pid ${pids[$i]}) ignored SIGTERM for ${SB_STOP_TIMEOUT:-15}s; sending SIGKILL"
+      kill -KILL "${pids[$i]}" 2>/dev/null || true
+    fi
+    rm -f "$SB_PID_DIR/${names[$i]}.pid"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# NATS
+
+# Splits SB_NATS_URL (default nats://127.0.0.1:4222; the first URL of a comma list) into
+# SB_NATS_HOST and SB_NATS_PORT.
+sb_nats_address() {
+  local url=${SB_NATS_URL:-$SB_DEFAULT_NATS_URL}
+  url=${url%%,*}
+  url=${url#*://}
+  url=${url##*@}
+  url=${url%%/*}
+  if [[ $url == \[* ]]; then # [::1]:4222
+    SB_NATS_HOST=${url%%]*}
+    SB_NATS_HOST=${SB_NATS_HOST#[}
+    SB_NATS_PORT=${url#*]}
+    SB_NATS_PORT=${SB_NATS_PORT#:}
+  elif [[ $url == *:* ]]; then
+    SB_NATS_HOST=${url%:*}
+    SB_NATS_PORT=${url##*:}
+  else
+    SB_NATS_HOST=$url
+    SB_NATS_PORT=
+  fi
+  SB_NATS_HOST=${SB_NATS_HOST:-127.0.0.1}
+  SB_NATS_PORT=${SB_NATS_PORT:-4222}
+  [[ $SB_NATS_PORT =~ ^[0-9]+$ ]] || sb_die "cannot read a port from SB_NATS_URL=${SB_NATS_URL:-}"
+}
+
+_sb_is_loopback() {
+  case $1 in
+    127.* | localhost | ::1) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# The server's first line (INFO {...}) says "jetstream":true when JetStream is on; reading it
+# costs one connection and needs no monitoring port.
+_sb_nats_check_jetstream() {
+  local info=
+  command -v timeout >/dev/null 2>&1 || return 0
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  info=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r line <&3 && printf "%s" "$line"' \
+    _ "$1" "$2" 2>/dev/null) || info=
+  case $info in
+    *'"jetstream":true'*) sb_info "NATS with JetStream answers on $1:$2" ;;
+    INFO*) sb_warn "NATS on $1:$2 does not advertise JetStream; Switchboard needs it (nats-server -js)" ;;
+    *) sb_info "NATS answers on $1:$2 (could not read its INFO line; assuming JetStream is on)" ;;
+  esac
+}
+
+# Make NATS with JetStream answer on SB_NATS_URL's host:port. An existing server is used as it
+# is; otherwise, for a loopback address only, we start nats-server (installing it with apt-get
+# if needed) and record its pid in .run/pids/nats.pid so scripts/down stops it.
+ensure_nats() {
+  sb_lock nats
+  _sb_ensure_nats
+  sb_unlock
+}
+
+_sb_ensure_nats() {
+  sb_nats_address
+  local host=$SB_NATS_HOST port=$SB_NATS_PORT bin bind=127.0.0.1
+  if sb_port_open "$host" "$port"; then
+    _sb_nats_check_jetstream "$host" "$port"
+    return 0
+  fi
+  _sb_is_loopback "$host" ||
+    sb_die "NATS does not answer on $host:$port (SB_NATS_URL); start it there or unset SB_NATS_URL"
+
+  bin=$(command -v nats-server || true)
+  # Debian installs it in /usr/sbin, which is not on a normal user's PATH.
+  if [[ -z $bin && -x /usr/sbin/nats-server ]]; then
+    bin=/usr/sbin/nats-server
+  fi
+  if [[ -z $bin ]]; then
+    sb_info "nats-server is not installed"
+    sb_apt_install nats-server
+    bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+    [[ -x $bin ]] || sb_die "nats-server is still missing after apt-get install"
+  fi
+
+  if [[ $host == ::1 ]]; then
+    bind=::1
+  fi
+  mkdir -p "$SB_STATE_DIR/nats"
+  sb_info "starting $bin on $bind:$port (JetStream store $SB_STATE_DIR/nats)"
+  sb_spawn nats "$SB_STATE_DIR/nats.log" "$bin" -a "$bind" -p "$port" -js \
+    -sd "$SB_STATE_DIR/nats" -l "$SB_STATE_DIR/nats.log" >/dev/null
+  if ! sb_wait_for 20 sb_port_open "$host" "$port"; then
+    sb_error "nats-server did not open $host:$port within 20s; last lines of $SB_STATE_DIR/nats.log:"
+    tail -n 30 "$SB_STATE_DIR/nats.log" >&2 || true
+    sb_stop nats
+    exit 1
+  fi
+  _sb_nats_check_jetstream "$host" "$port"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+# Always TCP on 127.0.0.1 as user postgres: under root a socket connection would try peer auth
+# as "root". -w: never prompt for a password.
+_sb_psql() {
+  PGCONNECT_TIMEOUT=5 psql -X -q -w -v ON_ERROR_STOP=1 -h "$SB_PG_HOST" -p "$SB_PG_PORT" -U postgres "$@"
+}
+
+# Leaves psql's error text in _SB_PG_ERR.
+_sb_pg_try() {
+  _SB_PG_ERR=$(_sb_psql -d postgres -tAc 'select 1' 2>&1 >/dev/null)
+}
+
+_sb_pg_auth_error() {
+  case ${_SB_PG_ERR:-} in
+    *authentication* | *"no password supplied"* | *pg_hba.conf* | *"does not exist"*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+_sb_pg_die_auth() {
+  sb_die "PostgreSQL on $SB_PG_HOST:$SB_PG_PORT refuses a password-less login as user postgres:
+  ${_SB_PG_ERR:-}
+These scripts do not change the authentication of a PostgreSQL they did not install. Either
+  - allow it: put 'host all postgres 127.0.0.1/32 trust' first in that cluster's pg_hba.conf and
+    reload PostgreSQL, or
+  - point Switchboard at a database you can reach: SB_DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT/switchboard
+    for scripts/up, SB_TEST_DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT/postgres for scripts/test
+    (the scripts then leave PostgreSQL to you)."
+}
+
+# Prints "VERSION CLUSTER STATUS" for the Debian cluster configured on our port.
+_sb_pg_cluster() {
+  command -v pg_lsclusters >/dev/null 2>&1 || return 1
+  pg_lsclusters -h 2>/dev/null |
+    awk -v port="$SB_PG_PORT" '$3 == port { print $1, $2, $4; found = 1; exit } END { exit !found }'
+}
+
+_sb_pg_server_installed() {
+  command -v pg_lsclusters >/dev/null 2>&1 && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+}
+
+# Newest PostgreSQL major version whose server binaries are installed (for pg_createcluster).
+_sb_pg_latest_version() {
+  local bin
+  local -a versions=()
+  for bin in /usr/lib/postgresql/*/bin/postgres; do
+    [[ -x $bin ]] || continue
+    bin=${bin#/usr/lib/postgresql/}
+    versions+=("${bin%%/*}")
+  done
+  ((${#versions[@]} > 0)) || return 0
+  printf '%s\n' "${versions[@]}" | sort -V | tail -n 1
+}
+
+_SB_HBA_MARK='added by switchboard scripts/lib.sh'
+
+# Trust loopback logins, for a cluster these scripts installed or created (never another one):
+# our URLs carry no password. Prepended because pg_hba.conf is first-match.
+_sb_pg_trust_loopback() {
+  local hba="/etc/postgresql/$1/$2/pg_hba.conf" tmp
+  if sb_as_root grep -qF "$_SB_HBA_MARK" "$hba"; then
+    return 0
+  fi
+  sb_info "allowing password-less loopback logins in $hba (a cluster these scripts set up)"
+  tmp=$(mktemp)
+  {
+    printf '# %s: our default URLs (postgres://postgres@127.0.0.1) carry no password\n' "$_SB_HBA_MARK"
+    printf 'host all all 127.0.0.1/32 trust\n'
+    printf 'host all all ::1/128 trust\n'
+    sb_as_root cat "$hba"
+  } >"$tmp"
+  # Overwrite in place so the file keeps its owner and mode.
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  sb_as_root sh -c 'cat "$1" >"$2"' _ "$tmp" "$hba"
+  rm -f "$tmp"
+}
+
+# Make PostgreSQL accept `psql -h 127.0.0.1 -U postgres -d postgres` without a password. A
+# running server is used as it is (and we fail, clearly, if it wants a password); a stopped
+# Debian cluster on port 5432 is started; with no server at all, we install one with apt-get.
+ensure_postgres() {
+  sb_lock postgres
+  _sb_ensure_postgres
+  sb_unlock
+}
+
+_sb_ensure_postgres() {
+  local ours=0 cluster ver name status
+  if ! command -v psql >/dev/null 2>&1; then
+    if sb_port_open "$SB_PG_HOST" "$SB_PG_PORT"; then
+      sb_apt_install postgresql-client
+    else
+      sb_apt_install postgresql postgresql-client
+      ours=1
+    fi
+  fi
+
+  if ((!ours)) && _sb_pg_try; then
+    sb_info "PostgreSQL answers on $SB_PG_HOST:$SB_PG_PORT"
+    return 0
+  fi
+
+  if ((ours)) || ! sb_port_open "$SB_PG_HOST" "$SB_PG_PORT"; then
+    if ! _sb_pg_cluster >/dev/null && ! _sb_pg_server_installed; then
+      command -v pg_lsclusters >/dev/null 2>&1 || command -v apt-get >/dev/null 2>&1 ||
+        sb_die "PostgreSQL does not answer on $SB_PG_HOST:$SB_PG_PORT; start it (or set SB_DATABASE_URL / SB_TEST_DATABASE_URL)"
+      sb_info "no PostgreSQL server is installed"
+      sb_apt_install postgresql postgresql-client
+      ours=1
+    fi
+    if ! cluster=$(_sb_pg_cluster); then
+      if [[ -n $(pg_lsclusters -h 2>/dev/null) ]]; then
+        sb_die "no PostgreSQL cluster uses port $SB_PG_PORT (see pg_lsclusters); start one there or set SB_DATABASE_URL"
+      fi
+      ver=$(_sb_pg_latest_version)
+      [[ -n $ver ]] || sb_die "no PostgreSQL server binaries found in /usr/lib/postgresql"
+      sb_info "creating PostgreSQL cluster $ver/main"
+      sb_as_root pg_createcluster "$ver" main
+      ours=1
+      cluster=$(_sb_pg_cluster) ||
+        sb_die "created cluster $ver/main but it is not on port $SB_PG_PORT (see pg_lsclusters)"
+    fi
+    read -r ver name status <<<"$cluster"
+    if ((ours)); then
+      _sb_pg_trust_loopback "$ver" "$name"
+    fi
+    if [[ $status != online* ]]; then
+      sb_info "starting PostgreSQL cluster $ver/$name"
+      sb_as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start
+    elif ((ours)); then
+      sb_as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" reload
+    fi
+  fi
+
+  # A server that has just started refuses connections for a moment; a wrong password is final.
+  local deadline=$((SECONDS + 30))
+  until _sb_pg_try; do
+    if _sb_pg_auth_error; then
+      _sb_pg_die_auth
+    fi
+    if ((SECONDS >= deadline)); then
+      sb_die "PostgreSQL did not accept connections on $SB_PG_HOST:$SB_PG_PORT within 30s: ${_SB_PG_ERR:-}"
+    fi
+    sleep 0.5
+  done
+  sb_info "PostgreSQL answers on $SB_PG_HOST:$SB_PG_PORT"
+}
+
+# ensure_database NAME: create database NAME on our PostgreSQL unless it exists.
+ensure_database() {
+  local db=$1 found
+  # Checked because the name is spliced into SQL below.
+  [[ $db =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || sb_die "unsupported database name: $db"
+  found=$(_sb_psql -d postgres -tAc "select 1 from pg_database where datname = '$db'")
+  if [[ $found == 1 ]]; then
+    sb_info "database $db exists"
+    return 0
+  fi
+  sb_info "creating database $db"
+  if ! createdb -w -h "$SB_PG_HOST" -p "$SB_PG_PORT" -U postgres "$db"; then
+    # Another script may have created it in between.
+    found=$(_sb_psql -d postgres -tAc "select 1 from pg_database where datname = '$db'")
+    [[ $found == 1 ]] || sb_die "could not create database $db"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+# cargo must exist; SB_HAVE_NEXTEST=1 when `cargo nextest` does too.
+ensure_tools() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    # rustup's default location, for shells that did not source ~/.cargo/env.
+    if [[ -x ${HOME:-}/.cargo/bin/cargo ]]; then
+      PATH=$HOME/.cargo/bin:$PATH
+      export PATH
+    else
+      sb_die "cargo not found: install Rust (https://rustup.rs), then re-run"
+    fi
+  fi
+  SB_HAVE_NEXTEST=0
+  if cargo nextest --version >/dev/null 2>&1; then
+    # shellcheck disable=SC2034 # read by scripts/test
+    SB_HAVE_NEXTEST=1
+  fi
+}
