@@ -141,6 +141,22 @@ impl TestApp {
     }
 }
 
+/// Starts a gateway whose shutdown the caller fires.
+pub async fn spawn_gateway_with_stop() -> (u16, ShutdownTrigger) {
+    let vars = env(&[
+        ("SB_LISTEN", "127.0.0.1:0".into()),
+        ("SB_NATS_URL", nats_url()),
+        ("SB_DRAIN_SECS", "2".into()),
+    ]);
+    let gw = room_gateway::Application::build(room_gateway::Settings::from_source(&vars).unwrap())
+        .await
+        .expect("gateway starts");
+    let port = gw.port();
+    let (stop, s) = shutdown::channel();
+    tokio::spawn(gw.run_until_stopped(s));
+    (port, stop)
+}
+
 impl Tenant {
     pub fn claims(&self, sub: &str, rooms: Value, exp_in_s: i64) -> Claims {
         serde_json::from_value(json!({

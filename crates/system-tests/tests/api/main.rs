@@ -8,3 +8,4 @@ mod events;
 mod helpers;
 mod protocol;
 mod services;
+mod shutdown;
