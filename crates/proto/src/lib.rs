@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod names;
+pub mod room_state;
 pub mod subjects;
 pub mod tenant;
 pub mod token;
