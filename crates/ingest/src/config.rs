@@ -1,6 +1,7 @@
 //! ingest's settings, from `SB_*` variables (README lists them all).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use switchboard_platform::config::{self, ConfigError, ProcessEnv, Source};
 use switchboard_platform::nats::StreamSettings;
@@ -16,8 +17,11 @@ pub struct Settings {
     pub db_pool_size: usize,
     /// Largest `data` of one event, in bytes of JSON (`SB_MAX_EVENT_BYTES`).
     pub max_event_bytes: usize,
-    /// Most events in one batch request (`SB_MAX_BATCH_EVENTS`).
+    /// Most events, or suggestions, in one batch request (`SB_MAX_BATCH_EVENTS`).
     pub max_batch_events: usize,
+    /// How often the delivery loop looks for held notifications that are due
+    /// (`SB_NOTIFY_POLL`).
+    pub notify_poll: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -66,6 +70,7 @@ impl Settings {
                 1000,
                 "a whole number of events",
             )?,
+            notify_poll: config::duration(src, "SB_NOTIFY_POLL", Duration::from_secs(1))?,
         })
     }
 }

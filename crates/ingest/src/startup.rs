@@ -1,17 +1,22 @@
-//! Building and running ingest: migrate, connect, bind, serve until told to
-//! stop.
+//! Building and running ingest: migrate, connect, load the tenants' limits,
+//! bind, start the notification delivery loop, serve until told to stop.
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use switchboard_platform::http::{self, Readiness};
 use switchboard_platform::metrics::{Registry, SharedRegistry};
 use switchboard_platform::nats::Bus;
+use switchboard_platform::shutdown::{self, ShutdownTrigger};
+use switchboard_platform::tenants::TenantDirectory;
 use switchboard_platform::{Shutdown, db};
 
+use crate::clock::Clock;
 use crate::config::Settings;
+use crate::ratelimit::RateLimiter;
 use crate::repository::Repository;
 use crate::routes::{self, AppState};
 
@@ -19,13 +24,25 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     bus: Bus,
+    /// Stops the background loops (tenant watch, delivery); fired when the
+    /// server stops, or when this is dropped unrun.
+    background: ShutdownTrigger,
+    delivery: tokio::task::JoinHandle<()>,
 }
 
 /// Largest request body (a batch of events).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long shutdown waits for a delivery round in hand.
+const DELIVERY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// As [`build`](Self::build), reading time from `clock` (tests pass a
+    /// manual clock to move quiet hours along without sleeping).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         db::migrate(&settings.database_url, crate::MIGRATIONS)
             .await
             .context("migrating ingest's tables")?;
@@ -33,17 +50,32 @@ impl Application {
         let bus = Bus::start(&settings.nats_url, "ingest", &settings.streams)
             .await
             .context("setting up NATS")?;
+        let (background, background_stop) = shutdown::channel();
+        let tenants = TenantDirectory::default();
+        tenants
+            .start(bus.tenants.clone(), background_stop.clone())
+            .await
+            .context("loading tenants from KV SB_TENANTS")?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
 
         let readiness = Readiness::default().nats(&bus).postgres(&pool);
         let registry = SharedRegistry::new(Registry::default());
+        let notify_poll = settings.notify_poll;
         let state = AppState {
             repo: Repository { pool },
             bus: bus.clone(),
             settings: Arc::new(settings),
+            clock,
+            limiter: Arc::new(RateLimiter::new(tenants.clone())),
+            tenants,
         };
+        let delivery = tokio::spawn(crate::delivery::run(
+            state.clone(),
+            notify_poll,
+            background_stop,
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
@@ -58,17 +90,37 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Self { port, server, bus })
+        Ok(Self {
+            port,
+            server,
+            bus,
+            background,
+            delivery,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until `shutdown` fires, then finishes requests in hand and
-    /// drains NATS so every acked publish is flushed.
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        http::serve_until_stopped(self.server, shutdown, self.bus.client).await;
+    /// Serves until `shutdown` fires, then finishes requests in hand, stops
+    /// the delivery loop and drains NATS so every acked publish is flushed.
+    pub async fn run_until_stopped(self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let running = tokio::spawn(self.server);
+        shutdown.wait().await;
+        handle.stop(true).await;
+        let _ = running.await;
+        self.background.fire();
+        if tokio::time::timeout(DELIVERY_STOP_TIMEOUT, self.delivery)
+            .await
+            .is_err()
+        {
+            tracing::warn!("notification delivery did not stop in time");
+        }
+        if let Err(e) = self.bus.client.drain().await {
+            tracing::warn!(error = %e, "draining NATS failed");
+        }
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ pub mod problem;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenants;
 
 pub use problem::Problem;
 pub use shutdown::{Shutdown, ShutdownTrigger};

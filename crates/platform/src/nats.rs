@@ -300,3 +300,34 @@ pub async fn send_room_event(
         .send_publish(subjects::room_event(tenant, room), publish)
         .await?)
 }
+
+/// Stores a domain event in `SB_DOMAIN` on `sb.dom.{tenant}.{name}` and waits
+/// for JetStream's ack. The event id is the `Nats-Msg-Id`, so a retried
+/// publish is stored once.
+pub async fn publish_domain_event(
+    js: &jetstream::Context,
+    tenant: &switchboard_proto::TenantId,
+    name: &switchboard_proto::EventName,
+    event: &switchboard_proto::pb::DomainEvent,
+) -> Result<jetstream::publish::PublishAck, PublishEventError> {
+    let ack = send_domain_event(js, tenant, name, event).await?;
+    Ok(ack.await?)
+}
+
+/// Sends a domain event without waiting for its ack (pipelining, as
+/// [`send_room_event`]).
+pub async fn send_domain_event(
+    js: &jetstream::Context,
+    tenant: &switchboard_proto::TenantId,
+    name: &switchboard_proto::EventName,
+    event: &switchboard_proto::pb::DomainEvent,
+) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
+    use prost::Message as _;
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(event.encode_to_vec().into())
+        .headers(trace_headers())
+        .message_id(&event.id);
+    Ok(js
+        .send_publish(subjects::domain(tenant, name), publish)
+        .await?)
+}

@@ -20,6 +20,13 @@ pub struct Settings {
     pub outbound_queue: usize,
     /// Time to drain connections on SIGTERM (`SB_DRAIN_SECS`).
     pub drain: Duration,
+    /// Recent events kept per room for replays (`SB_GATEWAY_ROOM_CACHE`).
+    pub room_cache: usize,
+    /// JetStream fetches (replays, gap healing) at once (`SB_REPLAY_CONCURRENCY`).
+    pub replay_concurrency: usize,
+    /// How often presence entries are refreshed (`SB_PRESENCE_REFRESH`); an
+    /// entry not refreshed for three intervals counts as gone.
+    pub presence_refresh: Duration,
 }
 
 impl Settings {
@@ -51,6 +58,23 @@ impl Settings {
                 10,
                 "a whole number of seconds",
             )?),
+            room_cache: config::parsed(
+                src,
+                "SB_GATEWAY_ROOM_CACHE",
+                256,
+                "a whole number of events",
+            )?,
+            replay_concurrency: config::parsed(
+                src,
+                "SB_REPLAY_CONCURRENCY",
+                8,
+                "a whole number of fetches, at least 1",
+            )?,
+            presence_refresh: config::duration(
+                src,
+                "SB_PRESENCE_REFRESH",
+                Duration::from_secs(10),
+            )?,
         })
     }
 }

@@ -155,6 +155,7 @@ mod tests {
             source: "api".into(),
             ts_unix_ms: 1_700_000_000_123,
             ephemeral: false,
+            ..Default::default()
         };
         let v: Value = serde_json::from_slice(&event_frame(&ev, Some((7, 3)))).unwrap();
         assert_eq!(v["type"], "event");

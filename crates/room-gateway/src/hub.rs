@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
+use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message as _;
@@ -16,6 +17,7 @@ use switchboard_proto::{RoomName, TenantId, pb, subjects};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::frames::{close, event_frame};
+use crate::history::{Entry, FetchError, History, chain_entries, fetch_range};
 use crate::metrics::GatewayMetrics;
 
 pub type ConnId = Arc<str>;
@@ -96,6 +98,8 @@ impl ConnHandle {
 struct Member {
     conn: ConnHandle,
     filters: Vec<EventFilter>,
+    /// Whether the token grants `presence` here (presence.* events).
+    presence: bool,
     state: MemberState,
 }
 
@@ -110,7 +114,36 @@ enum MemberState {
 
 impl Member {
     fn wants(&self, event: &str) -> bool {
+        if event.starts_with("presence.") && !self.presence {
+            return false;
+        }
         self.filters.is_empty() || self.filters.iter().any(|f| f.matches(event))
+    }
+}
+
+/// A live event as the room task hands it to members.
+struct Delivery<'a> {
+    seq: Option<u64>,
+    event: &'a Arc<str>,
+    frame: &'a Bytes,
+    /// Connection that must not get it back (`echo: false`).
+    skip: Option<&'a str>,
+}
+
+fn deliver(members: &Members, d: &Delivery<'_>, metrics: &GatewayMetrics) {
+    let mut members = lock(members);
+    for m in members.values_mut() {
+        if !m.wants(d.event) || d.skip.is_some_and(|c| *c == *m.conn.id) {
+            continue;
+        }
+        match &mut m.state {
+            MemberState::Joining { held } => held.push((d.seq, d.event.clone(), d.frame.clone())),
+            MemberState::Live { floor } => {
+                if d.seq.is_none_or(|s| s > *floor) {
+                    m.conn.offer(d.frame, metrics);
+                }
+            }
+        }
     }
 }
 
@@ -120,6 +153,10 @@ struct Room {
     members: Arc<Members>,
     ready: watch::Receiver<Option<bool>>,
     task: tokio::task::AbortHandle,
+    history: Arc<Mutex<History>>,
+    /// One JetStream fetch per room at a time: joiners that wait for it
+    /// find its events in `history`.
+    fetch: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why a join could not be completed.
@@ -136,8 +173,22 @@ pub struct RoomHub {
 
 struct HubInner {
     client: async_nats::Client,
+    js: jetstream::Context,
     rooms: Mutex<HashMap<String, Room>>,
     metrics: GatewayMetrics,
+    /// Bounds JetStream fetches (replays and gap healing) across all rooms.
+    fetches: tokio::sync::Semaphore,
+    history_cap: usize,
+    /// Events the stream keeps per room: a full room may have lost its oldest.
+    room_history: usize,
+}
+
+/// Tuning of the hub, from the gateway's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    pub history_cap: usize,
+    pub concurrent_fetches: usize,
+    pub room_history: usize,
 }
 
 fn key(tenant: &TenantId, room: &RoomName) -> String {
@@ -145,13 +196,89 @@ fn key(tenant: &TenantId, room: &RoomName) -> String {
 }
 
 impl RoomHub {
-    pub fn new(client: async_nats::Client, metrics: GatewayMetrics) -> Self {
+    pub fn new(client: async_nats::Client, metrics: GatewayMetrics, limits: HubLimits) -> Self {
         Self {
             inner: Arc::new(HubInner {
+                js: jetstream::new(client.clone()),
                 client,
                 rooms: Mutex::new(HashMap::new()),
                 metrics,
+                fetches: tokio::sync::Semaphore::new(limits.concurrent_fetches.max(1)),
+                history_cap: limits.history_cap,
+                room_history: limits.room_history,
             }),
+        }
+    }
+
+    /// Events of the room after `since` up to `until`, from this gateway's
+    /// history or else from JetStream (one fetch per room at a time, a
+    /// bounded number at once). `None`: the stream no longer holds every
+    /// event after `since`, so nothing is replayed.
+    pub async fn replay(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+        since: u64,
+        until: u64,
+    ) -> Result<Option<Vec<Entry>>, FetchError> {
+        if until <= since {
+            return Ok(Some(Vec::new()));
+        }
+        let Some((history, fetch)) = self
+            .rooms()
+            .get(&key(tenant, room))
+            .map(|r| (r.history.clone(), r.fetch.clone()))
+        else {
+            return Ok(None);
+        };
+        if let Some(hit) = lock_history(&history).chain(since, until) {
+            return Ok(Some(hit));
+        }
+        let _one_per_room = fetch.lock().await;
+        if let Some(hit) = lock_history(&history).chain(since, until) {
+            return Ok(Some(hit));
+        }
+        let _permit = self
+            .inner
+            .fetches
+            .acquire()
+            .await
+            .expect("the fetch semaphore is never closed");
+        self.inner.metrics.replays_fetched.inc();
+        if since > 0 && !self.is_event_of(tenant, room, since).await? {
+            return Ok(None);
+        }
+        let events = fetch_range(&self.inner.js, tenant, room, since + 1, until).await?;
+        if since == 0 && events.len() >= self.inner.room_history {
+            // The room is at its history limit: older events may be gone.
+            return Ok(None);
+        }
+        let entries = chain_entries(since, events);
+        let mut h = lock_history(&history);
+        for e in &entries {
+            h.insert(e.clone());
+        }
+        Ok(Some(entries))
+    }
+
+    /// Whether the stream still holds `seq` and it belongs to this room.
+    async fn is_event_of(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+        seq: u64,
+    ) -> Result<bool, FetchError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let stream = self
+            .inner
+            .js
+            .get_stream_no_info(subjects::ROOMS_STREAM)
+            .await
+            .map_err(|e| FetchError::JetStream(e.into()))?;
+        match stream.get_raw_message(seq).await {
+            Ok(m) => Ok(m.subject.as_str() == subjects::room_event(tenant, room)),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(FetchError::JetStream(e.into())),
         }
     }
 
@@ -175,6 +302,7 @@ impl RoomHub {
         room: &RoomName,
         conn: &ConnHandle,
         filters: Vec<EventFilter>,
+        presence: bool,
     ) -> Result<(), JoinError> {
         let mut ready = {
             let mut rooms = self.rooms();
@@ -186,6 +314,7 @@ impl RoomHub {
                 Member {
                     conn: conn.clone(),
                     filters,
+                    presence,
                     state: MemberState::Joining { held: Vec::new() },
                 },
             );
@@ -246,6 +375,16 @@ impl RoomHub {
         }
     }
 
+    /// Whether `conn` may see presence events in the room (after `refresh`).
+    pub fn set_presence(&self, tenant: &TenantId, room: &RoomName, conn: &ConnId, presence: bool) {
+        let rooms = self.rooms();
+        if let Some(entry) = rooms.get(&key(tenant, room))
+            && let Some(m) = lock(&entry.members).get_mut(conn)
+        {
+            m.presence = presence;
+        }
+    }
+
     /// Removes `conn` from the room; the last member out drops the room's
     /// subscription.
     pub fn leave(&self, tenant: &TenantId, room: &RoomName, conn: &ConnId) {
@@ -267,14 +406,17 @@ impl RoomHub {
 
     fn open_room(&self, tenant: &TenantId, room: &RoomName) -> Room {
         let members: Arc<Members> = Arc::default();
+        let history = Arc::new(Mutex::new(History::new(self.inner.history_cap)));
         let (ready_tx, ready) = watch::channel(None);
         let task = tokio::spawn(run_room(
-            self.inner.client.clone(),
-            tenant.clone(),
-            room.clone(),
-            members.clone(),
+            RoomTask {
+                hub: self.clone(),
+                tenant: tenant.clone(),
+                room: room.clone(),
+                members: members.clone(),
+                history: history.clone(),
+            },
             ready_tx,
-            self.inner.metrics.clone(),
         ))
         .abort_handle();
         self.inner.metrics.rooms.inc();
@@ -282,6 +424,8 @@ impl RoomHub {
             members,
             ready,
             task,
+            history,
+            fetch: Arc::default(),
         }
     }
 }
@@ -295,39 +439,105 @@ fn header_u64(msg: &async_nats::Message, name: &str) -> Option<u64> {
     msg.headers.as_ref()?.get(name)?.as_str().parse().ok()
 }
 
-/// One room's subscriptions: decode, encode the frame once, offer it to
-/// every member.
-async fn run_room(
-    client: async_nats::Client,
+fn lock_history(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
+    h.lock()
+        .expect("history lock is never poisoned: no code panics while holding it")
+}
+
+struct RoomTask {
+    hub: RoomHub,
     tenant: TenantId,
     room: RoomName,
     members: Arc<Members>,
-    ready: watch::Sender<Option<bool>>,
-    metrics: GatewayMetrics,
-) {
+    history: Arc<Mutex<History>>,
+}
+
+impl RoomTask {
+    fn metrics(&self) -> &GatewayMetrics {
+        &self.hub.inner.metrics
+    }
+
+    async fn last_seq(&self) -> Result<u64, async_nats::Error> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let stream = self
+            .hub
+            .inner
+            .js
+            .get_stream_no_info(subjects::ROOMS_STREAM)
+            .await?;
+        match stream
+            .get_last_raw_message_by_subject(&subjects::room_event(&self.tenant, &self.room))
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fills the gap between the last delivered event and one whose `prev`
+    /// is ahead of it, from JetStream, before that event is delivered.
+    async fn heal(&self, last: u64, prev: u64) {
+        let fetched = {
+            let _permit = self.hub.inner.fetches.acquire().await;
+            fetch_range(&self.hub.inner.js, &self.tenant, &self.room, last + 1, prev).await
+        };
+        match fetched {
+            Ok(events) => {
+                for e in chain_entries(last, events) {
+                    self.stored(e);
+                }
+                self.metrics().gaps_healed.inc();
+                tracing::info!(tenant = %self.tenant, room = %self.room, last, prev, "healed a gap in live events");
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, room = %self.room, error = %e, "gap could not be healed");
+            }
+        }
+    }
+
+    fn stored(&self, e: Entry) {
+        deliver(
+            &self.members,
+            &Delivery {
+                seq: Some(e.seq),
+                event: &e.event,
+                frame: &e.frame,
+                skip: None,
+            },
+            self.metrics(),
+        );
+        lock_history(&self.history).insert(e);
+    }
+}
+
+/// One room's subscriptions: decode, encode the frame once, offer it to
+/// every member; heal gaps in the `prev` chain before going on.
+async fn run_room(task: RoomTask, ready: watch::Sender<Option<bool>>) {
+    let client = &task.hub.inner.client;
     let subscribed = async {
         let live = client
-            .subscribe(subjects::room_live(&tenant, &room))
+            .subscribe(subjects::room_live(&task.tenant, &task.room))
             .await?;
         let eph = client
-            .subscribe(subjects::room_ephemeral(&tenant, &room))
+            .subscribe(subjects::room_ephemeral(&task.tenant, &task.room))
             .await?;
         // The server has the subscriptions once it answers the flush's ping:
         // only then may `joined` promise live events.
         client.flush().await?;
-        Ok::<_, async_nats::Error>((live, eph))
+        let last = task.last_seq().await?;
+        Ok::<_, async_nats::Error>((live, eph, last))
     }
     .await;
-    let (mut live, mut eph) = match subscribed {
+    let (mut live, mut eph, mut last_seq) = match subscribed {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(%tenant, %room, error = %e, "cannot subscribe room");
+            tracing::warn!(tenant = %task.tenant, room = %task.room, error = %e, "cannot subscribe room");
             let _ = ready.send(Some(false));
             return;
         }
     };
     let _ = ready.send(Some(true));
-    let mut last_seq = 0u64;
     loop {
         let (msg, stored) = tokio::select! {
             Some(m) = live.next() => (m, true),
@@ -338,39 +548,53 @@ async fn run_room(
             tracing::warn!(subject = %msg.subject, "undecodable room event dropped");
             continue;
         };
-        let seq_prev = if stored {
-            let (Some(seq), Some(prev)) = (
-                header_u64(&msg, "Nats-Sequence"),
-                header_u64(&msg, "Nats-Last-Sequence"),
-            ) else {
-                tracing::warn!(subject = %msg.subject, "live event without sequence headers dropped");
-                continue;
-            };
-            if last_seq != 0 && prev != last_seq {
-                metrics.gaps_detected.inc();
-                tracing::warn!(%tenant, %room, prev, last_seq, "gap in live events");
-            }
-            last_seq = seq;
-            Some((seq, prev))
-        } else {
-            None
-        };
-        let frame = event_frame(&ev, seq_prev);
         let name: Arc<str> = Arc::from(ev.event.as_str());
-        let seq = seq_prev.map(|(s, _)| s);
-        let mut members = lock(&members);
-        for m in members.values_mut() {
-            if !m.wants(&name) {
-                continue;
-            }
-            match &mut m.state {
-                MemberState::Joining { held } => held.push((seq, name.clone(), frame.clone())),
-                MemberState::Live { floor } => {
-                    if seq.is_none_or(|s| s > *floor) {
-                        m.conn.offer(&frame, &metrics);
-                    }
-                }
-            }
+        let skip = ev.no_echo.then_some(ev.origin_conn.as_str());
+        if !stored {
+            let frame = event_frame(&ev, None);
+            deliver(
+                &task.members,
+                &Delivery {
+                    seq: None,
+                    event: &name,
+                    frame: &frame,
+                    skip,
+                },
+                task.metrics(),
+            );
+            continue;
         }
+        let (Some(seq), Some(prev)) = (
+            header_u64(&msg, "Nats-Sequence"),
+            header_u64(&msg, "Nats-Last-Sequence"),
+        ) else {
+            tracing::warn!(subject = %msg.subject, "live event without sequence headers dropped");
+            continue;
+        };
+        if seq <= last_seq {
+            continue; // already delivered (healed earlier)
+        }
+        if prev > last_seq {
+            task.metrics().gaps_detected.inc();
+            task.heal(last_seq, prev).await;
+        }
+        last_seq = seq;
+        let frame = event_frame(&ev, Some((seq, prev)));
+        deliver(
+            &task.members,
+            &Delivery {
+                seq: Some(seq),
+                event: &name,
+                frame: &frame,
+                skip,
+            },
+            task.metrics(),
+        );
+        lock_history(&task.history).insert(Entry {
+            seq,
+            prev,
+            event: name,
+            frame,
+        });
     }
 }

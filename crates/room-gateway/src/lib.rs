@@ -14,11 +14,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod frames;
+pub mod history;
 pub mod hub;
 pub mod metrics;
+pub mod presence;
 pub mod session;
 pub mod startup;
 pub mod tenants;

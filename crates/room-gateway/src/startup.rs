@@ -12,10 +12,12 @@ use switchboard_platform::metrics::{Registry, SharedRegistry};
 use switchboard_platform::nats::Bus;
 use switchboard_platform::{Problem, Shutdown, shutdown};
 
+use crate::audit::ConnMeta;
 use crate::auth;
 use crate::config::Settings;
-use crate::hub::RoomHub;
+use crate::hub::{HubLimits, RoomHub};
 use crate::metrics::GatewayMetrics;
+use crate::presence::Presence;
 use crate::session::{self, Gateway};
 use crate::tenants::TenantDirectory;
 
@@ -49,9 +51,18 @@ impl Application {
         metrics.register(&mut registry);
         let registry = SharedRegistry::new(registry);
         let gateway = Gateway {
-            hub: RoomHub::new(bus.client.clone(), metrics),
+            hub: RoomHub::new(
+                bus.client.clone(),
+                metrics,
+                HubLimits {
+                    history_cap: settings.room_cache,
+                    concurrent_fetches: settings.replay_concurrency,
+                    room_history: settings.streams.room_history as usize,
+                },
+            ),
             tenants: tenants.clone(),
             bus: bus.clone(),
+            presence: Presence::new(bus.presence.clone(), settings.presence_refresh),
             settings: Arc::new(settings),
             shutdown: drain,
         };
@@ -61,6 +72,7 @@ impl Application {
                 async move { if ok { Ok(()) } else { Err("loading".into()) } }
             })
         };
+        gateway.presence.spawn_refresher(gateway.shutdown.clone());
         let data = web::Data::new(gateway.clone());
         let drain_secs = gateway.settings.drain.as_secs();
         let server = HttpServer::new(move || {
@@ -68,6 +80,7 @@ impl Application {
                 .app_data(data.clone())
                 .configure(|cfg| http::operational_routes(cfg, readiness.clone(), registry.clone()))
                 .route("/v1/ws", web::get().to(connect))
+                .route("/v1/stats", web::get().to(stats))
                 .default_service(web::to(http::not_found))
         })
         .disable_signals()
@@ -110,6 +123,11 @@ impl Application {
     }
 }
 
+/// `GET /v1/stats`: this gateway's counters as JSON.
+async fn stats(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().json(gw.hub.metrics().stats())
+}
+
 /// `GET /v1/ws`: authenticate, upgrade, hand the socket to a session task.
 async fn connect(
     req: HttpRequest,
@@ -131,6 +149,20 @@ async fn connect(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    actix_web::rt::spawn(session::run(gw.get_ref().clone(), claims, ws, stream));
+    let meta = ConnMeta {
+        ip: req
+            .connection_info()
+            .realip_remote_addr()
+            .unwrap_or_default()
+            .to_owned(),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        opened_at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    actix_web::rt::spawn(session::run(gw.get_ref().clone(), claims, meta, ws, stream));
     Ok(response)
 }

@@ -84,7 +84,8 @@ pub struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
-/// How a connection attempt ended before the upgrade.
+/// How a connection attempt ended before the upgrade (`status` 0: nothing
+/// answered).
 #[derive(Debug)]
 pub struct Refused {
     pub status: u16,
@@ -119,6 +120,11 @@ impl WsClient {
                     .unwrap_or(serde_json::Value::Null);
                 Err(Refused { status, body })
             }
+            // No HTTP answer at all (e.g. nothing listens yet): status 0.
+            Ok(Err(tungstenite::Error::Io(e))) => Err(Refused {
+                status: 0,
+                body: serde_json::Value::String(e.to_string()),
+            }),
             Ok(Err(e)) => panic!("connecting failed: {e}"),
         }
     }

@@ -107,6 +107,7 @@ impl ValidEvent {
             source: self.source,
             ts_unix_ms,
             ephemeral,
+            ..Default::default()
         };
         (self.room, event)
     }

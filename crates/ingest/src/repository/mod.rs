@@ -3,6 +3,8 @@
 
 pub mod api_keys;
 pub mod idempotency;
+pub mod notifications;
+pub mod suggestions;
 pub mod tenants;
 
 use switchboard_platform::db::PgPool;

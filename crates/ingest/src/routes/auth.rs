@@ -33,7 +33,10 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), Problem>
     }
 }
 
-/// A tenant's API key, which must belong to the tenant of the path.
+/// A tenant's API key, which must belong to the tenant of the path, within
+/// the tenant's request rate (`http_rps`; over it, `429` with `Retry-After`).
+/// The key's hash is looked up on every request, so a revoked key is refused
+/// at once.
 pub async fn require_tenant_key(
     req: &HttpRequest,
     state: &AppState,
@@ -52,7 +55,13 @@ pub async fn require_tenant_key(
         .await
         .map_err(|e| repository_problem("looking up an API key", e))?;
     match owner {
-        Some(owner) if owner == tenant.as_str() => Ok(tenant),
+        Some(owner) if owner == tenant.as_str() => match state.limiter.check(&tenant) {
+            Ok(()) => Ok(tenant),
+            Err(wait) => Err(Problem::too_many_requests(
+                format!("tenant '{tenant}' is over its http_rps limit; retry later"),
+                wait.as_secs_f64().ceil() as u64,
+            )),
+        },
         Some(_) => Err(Problem::forbidden(format!(
             "this API key does not belong to tenant '{tenant}'"
         ))),

@@ -3,29 +3,35 @@
 //! acked every event; with an `Idempotency-Key` a retry gets the first answer
 //! again and nothing new is stored.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prost::Message as _;
 use serde_json::json;
 use switchboard_platform::Problem;
-use switchboard_platform::nats::{PublishEventError, send_room_event, trace_headers};
+use switchboard_platform::nats::{send_room_event, trace_headers};
 use switchboard_proto::{TenantId, subjects};
 
 use super::auth::require_tenant_key;
-use super::{AppState, parse_json, repository_problem};
+use super::{AppState, Endpoint, parse_json, publish_problem, repository_problem};
 use crate::domain::event::{NewBatch, NewEvent, ValidEvent};
 use crate::domain::secrets;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/v1/tenants/{tenant}/rooms/{room}/events",
-        web::post().to(publish_one),
-    )
-    .route("/v1/tenants/{tenant}/events", web::post().to(publish_batch));
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/rooms/{room}/events",
+            |r| r.to(publish_one),
+        ),
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/events", |r| {
+            r.to(publish_batch)
+        }),
+    ]
 }
 
 const IDEMPOTENCY_KEY_RULE: &str = "1 to 255 visible ASCII characters";
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -39,13 +45,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn publish_problem(e: PublishEventError) -> Problem {
-    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "publish to JetStream failed");
-    Problem::unavailable(
-        "the event store did not acknowledge; nothing is guaranteed stored, retry with the same Idempotency-Key",
-    )
 }
 
 /// Where a request with a key stands: answered before, or new.

@@ -193,3 +193,107 @@ pub async fn join(c: &mut WsClient, room: &str) -> Value {
     assert_eq!(joined["ref"], format!("j-{room}"));
     joined
 }
+
+/// Starts ingest reading time from `clock` (a manual clock in tests that
+/// move quiet hours along), and one gateway.
+pub async fn spawn_app_with_clock(clock: ingest::Clock) -> TestApp {
+    let db = TestDatabase::create().await;
+    let admin_token = format!(
+        "{}{}{}{}",
+        random_suffix(),
+        random_suffix(),
+        random_suffix(),
+        random_suffix()
+    );
+    let mut app = TestApp {
+        ingest: String::new(),
+        gateway_port: 0,
+        admin_token,
+        http: reqwest::Client::new(),
+        _stops: Vec::new(),
+        _db: db,
+    };
+    let (url, stop) = app.start_ingest(clock).await;
+    app.ingest = url;
+    app._stops.insert(0, stop);
+    app.gateway_port = app.spawn_gateway().await;
+    app
+}
+
+impl TestApp {
+    async fn start_ingest(&self, clock: ingest::Clock) -> (String, ShutdownTrigger) {
+        let vars = env(&[
+            ("SB_LISTEN", "127.0.0.1:0".into()),
+            ("SB_NATS_URL", nats_url()),
+            ("SB_DATABASE_URL", self._db.url.clone()),
+            ("SB_ADMIN_TOKEN", self.admin_token.clone()),
+        ]);
+        let ingest = ingest::Application::build_with_clock(
+            ingest::Settings::from_source(&vars).unwrap(),
+            clock,
+        )
+        .await
+        .expect("ingest starts");
+        let port = ingest.port();
+        let (stop, s) = shutdown::channel();
+        tokio::spawn(ingest.run_until_stopped(s));
+        (format!("http://127.0.0.1:{port}"), stop)
+    }
+
+    /// Stops ingest (the first service `spawn_app*` started) and starts a
+    /// new one on the same database, reading time from `clock`.
+    pub async fn restart_ingest(&mut self, clock: ingest::Clock) {
+        let old = self._stops.remove(0);
+        old.fire();
+        drop(old);
+        let (url, stop) = self.start_ingest(clock).await;
+        self.ingest = url;
+        self._stops.insert(0, stop);
+    }
+
+    /// Starts one more ingest instance on the same database and NATS;
+    /// answers its base URL. It runs until the app is dropped.
+    pub async fn spawn_extra_ingest(&mut self, clock: ingest::Clock) -> String {
+        let (url, stop) = self.start_ingest(clock).await;
+        self._stops.push(stop);
+        url
+    }
+
+    /// A tenant API call: `path` is below `/v1/tenants/{tenant}`. Answers
+    /// the status and the JSON body (`null` when there is none).
+    pub async fn call(
+        &self,
+        tenant: &Tenant,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call_with_key(&tenant.api_key, &tenant.id, method, path, body)
+            .await
+    }
+
+    pub async fn call_with_key(
+        &self,
+        api_key: &str,
+        tenant_id: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                method,
+                format!("{}/v1/tenants/{tenant_id}{path}", self.ingest),
+            )
+            .bearer_auth(api_key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, body)
+    }
+}

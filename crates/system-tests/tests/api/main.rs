@@ -3,9 +3,14 @@
 //! fresh database and a fresh tenant.
 
 mod admin;
+mod api_keys;
 mod auth;
 mod events;
+mod gateway;
 mod helpers;
+mod notifications;
 mod protocol;
 mod services;
 mod shutdown;
+mod suggestions;
+mod tokens;

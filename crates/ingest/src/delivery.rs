@@ -1,0 +1,78 @@
+//! The delivery loop: notifications held through quiet hours (and any whose
+//! first delivery failed) are sent once they are due by ingest's clock. Rows
+//! are claimed with `FOR UPDATE SKIP LOCKED`, so several instances share the
+//! work without sending one twice, and rows left by a stopped process are
+//! picked up by the next.
+
+use std::time::Duration;
+
+use switchboard_platform::Shutdown;
+
+use crate::outbound::publish_notification;
+use crate::repository::notifications::{DeliverError, Due};
+use crate::routes::AppState;
+
+/// Notifications claimed per transaction.
+const DELIVERY_BATCH: i64 = 100;
+
+/// Delivers due notifications until `shutdown`: at start, every `poll`, and
+/// whenever a test's manual clock moves.
+pub async fn run(state: AppState, poll: Duration, mut shutdown: Shutdown) {
+    let mut clock_moves = state.clock.changes();
+    loop {
+        deliver_due(&state).await;
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(poll) => {}
+            _ = clock_moves.changed() => {}
+        }
+    }
+    tracing::debug!("notification delivery stopped");
+}
+
+async fn deliver_due(state: &AppState) {
+    loop {
+        let now = state.clock.now();
+        let result = state
+            .repo
+            .deliver(Due::At(now), now, DELIVERY_BATCH, |row| async move {
+                publish_notification(state, &row).await
+            })
+            .await;
+        match result {
+            Ok(n) if n as i64 == DELIVERY_BATCH => continue,
+            Ok(0) => break,
+            Ok(n) => {
+                tracing::info!(count = n, "held notifications delivered");
+                break;
+            }
+            Err(DeliverError::Publish(e)) => {
+                tracing::warn!(error = %e, "delivering notifications failed; retrying next round");
+                break;
+            }
+            Err(DeliverError::Repository(e)) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "reading due notifications failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Delivers notifications just created and due at once. One the loop holds
+/// at this moment is delivered by the loop instead; one whose publish fails
+/// stays due, and the loop retries it.
+pub async fn deliver_now(state: &AppState, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let now = state.clock.now();
+    let result = state
+        .repo
+        .deliver(Due::Ids(ids), now, ids.len() as i64, |row| async move {
+            publish_notification(state, &row).await
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "immediate notification delivery failed; the delivery loop retries");
+    }
+}

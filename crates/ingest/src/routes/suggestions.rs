@@ -1,0 +1,583 @@
+//! Suggestions (DESIGN.md §4): agents post batches, dashboards list them and
+//! respond. Every change is stored in PostgreSQL first, then announced as
+//! `suggestion.created` / `suggestion.updated` to room `suggestions` (and
+//! `user:{user_id}`) and as a domain event.
+
+use std::collections::{HashMap, HashSet};
+
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+use switchboard_platform::Problem;
+use switchboard_proto::TenantId;
+
+use super::auth::require_tenant_key;
+use super::events::idempotency_key;
+use super::{AppState, Endpoint, page, parse_json, publish_problem, repository_problem};
+use crate::delivery::deliver_now;
+use crate::domain::fields::{Fields, text};
+use crate::domain::notification::{Preferences, severity_of};
+use crate::domain::secrets;
+use crate::domain::suggestion::{
+    ACTION_RULE, Action, BATCH_ID_RULE, NewSuggestion, PRIORITY_RULE, Priority, STATUS_RULE,
+    Status, USER_ID_RULE, cursor, parse_user_id, valid_agent_type, valid_batch_id,
+};
+use crate::outbound::{announce_suggestions, suggestion_json};
+use crate::repository::notifications::NotificationRow;
+use crate::repository::suggestions::{
+    CreateOutcome, IdempotencyRecord, NewResponse, RespondOutcome, SuggestionFilter, SuggestionRow,
+};
+
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::POST, "/v1/tenants/{tenant}/suggestions", |r| {
+            r.to(create)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suggestions", |r| {
+            r.to(list)
+        }),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suggestions/{id}", |r| {
+            r.to(get_one)
+        }),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/suggestions/responses",
+            |r| r.to(respond_many),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/tenants/{tenant}/suggestions/{id}/responses",
+            |r| r.to(respond_one),
+        ),
+    ]
+}
+
+const SUGGESTIONS_RULE: &str = "must be a list of suggestions";
+const NOTE_RULE: &str = "must be at most 2000 characters";
+const IDEMPOTENCY_SCOPE: &str = "suggestions";
+/// Most suggestions one batch response may name.
+const MAX_BATCH_RESPONSES: usize = 500;
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn create(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+    let key = idempotency_key(&req)?;
+    let input: Value = parse_json(&body)?;
+    let f = Fields::object(&input, "", "", &["batch_id", "suggestions"])?;
+    let batch_id = match f.opt_str("batch_id", BATCH_ID_RULE)? {
+        Some(b) if valid_batch_id(b) => b.to_owned(),
+        Some(_) => return Err(f.invalid("batch_id", BATCH_ID_RULE)),
+        None => new_id("bat"),
+    };
+    let list = f.array("suggestions", SUGGESTIONS_RULE)?;
+    let max = state.settings.max_batch_events;
+    if list.is_empty() || list.len() > max {
+        return Err(f.invalid("suggestions", format!("must hold 1 to {max} suggestions")));
+    }
+    let now = state.clock.now();
+    let parsed = list
+        .iter()
+        .enumerate()
+        .map(|(i, s)| NewSuggestion::parse(s, &format!("suggestions[{i}]."), now))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let request_hash = secrets::request_hash(&body);
+    if let Some(k) = key.as_deref() {
+        let stored = state
+            .repo
+            .idempotent_response(tenant.as_str(), IDEMPOTENCY_SCOPE, k)
+            .await
+            .map_err(|e| repository_problem("reading an idempotency record", e))?;
+        if let Some(s) = stored {
+            let recent = within_dedup_window(&state, s.answered_at);
+            return replayed(
+                &state,
+                &tenant,
+                &request_hash,
+                &s.request_hash,
+                s.response,
+                recent,
+            )
+            .await;
+        }
+    }
+
+    let rows: Vec<SuggestionRow> = parsed
+        .into_iter()
+        .map(|s| SuggestionRow {
+            id: new_id("sug"),
+            tenant_id: tenant.as_str().to_owned(),
+            batch_id: batch_id.clone(),
+            agent_type: s.agent_type,
+            title: s.title,
+            description: s.description,
+            estimated_revenue: s.estimated_revenue,
+            confidence_score: s.confidence_score,
+            priority: s.priority.as_str().to_owned(),
+            user_id: s.user_id,
+            status: Status::Pending.as_str().to_owned(),
+            created_at: s.created_at.unwrap_or(now),
+            updated_at: now,
+        })
+        .collect();
+    let notes = notifications_for(&state, &tenant, &rows).await?;
+    let items: Vec<Value> = rows.iter().map(suggestion_json).collect();
+    let response = json!({"batch_id": batch_id, "items": items});
+
+    let outcome = state
+        .repo
+        .create_suggestions(
+            tenant.as_str(),
+            &rows,
+            &notes,
+            key.as_deref().map(|k| IdempotencyRecord {
+                scope: IDEMPOTENCY_SCOPE,
+                key: k,
+                request_hash: &request_hash,
+                response: &response,
+            }),
+        )
+        .await
+        .map_err(|e| repository_problem("storing suggestions", e))?;
+    if let CreateOutcome::Replayed {
+        request_hash: stored_hash,
+        response,
+        answered_at,
+    } = outcome
+    {
+        let recent = within_dedup_window(&state, answered_at);
+        return replayed(
+            &state,
+            &tenant,
+            &request_hash,
+            &stored_hash,
+            response,
+            recent,
+        )
+        .await;
+    }
+    tracing::info!(tenant = %tenant, batch = %batch_id, count = rows.len(), "suggestions stored");
+
+    let announce: Vec<(String, Value)> = rows
+        .iter()
+        .zip(items)
+        .map(|(r, v)| (r.id.clone(), v))
+        .collect();
+    announce_suggestions(&state, &tenant, "suggestion.created", &announce)
+        .await
+        .map_err(|e| {
+            let mut p = publish_problem(e);
+            p.detail = "the suggestions were stored but not all were announced; retry with the same Idempotency-Key to announce them".into();
+            p
+        })?;
+    let due: Vec<String> = notes
+        .iter()
+        .filter(|n| !n.held)
+        .map(|n| n.id.clone())
+        .collect();
+    deliver_now(&state, &due).await;
+    Ok(HttpResponse::Created().json(response))
+}
+
+/// Whether JetStream still deduplicates events published at `at`, so that
+/// announcing them again stores nothing new.
+fn within_dedup_window(state: &AppState, at: chrono::DateTime<chrono::Utc>) -> bool {
+    let window =
+        chrono::Duration::from_std(state.settings.streams.dedup_window).unwrap_or_default();
+    chrono::Utc::now() - at < window
+}
+
+/// A retried batch: the first answer again, and nothing new stored. Within
+/// JetStream's deduplication window the announcements are repeated (with the
+/// same event ids, so stored once), in case the first attempt stopped between
+/// storing and announcing.
+async fn replayed(
+    state: &AppState,
+    tenant: &TenantId,
+    request_hash: &[u8],
+    stored_hash: &[u8],
+    response: Value,
+    reannounce: bool,
+) -> Result<HttpResponse, Problem> {
+    if request_hash != stored_hash {
+        return Err(Problem::invalid(
+            "Idempotency-Key",
+            "was already used for a different request body; use a new key for a new request",
+        ));
+    }
+    if reannounce {
+        let items: Vec<(String, Value)> = response["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v.clone())))
+            .collect();
+        announce_suggestions(state, tenant, "suggestion.created", &items)
+            .await
+            .map_err(publish_problem)?;
+    }
+    Ok(HttpResponse::Created().json(response))
+}
+
+/// The notifications new suggestions cause: one per suggestion with a
+/// `user_id` whose preferences want its priority and agent type, held when
+/// the user is inside quiet hours.
+async fn notifications_for(
+    state: &AppState,
+    tenant: &TenantId,
+    rows: &[SuggestionRow],
+) -> Result<Vec<NotificationRow>, Problem> {
+    let users: HashSet<&str> = rows.iter().filter_map(|r| r.user_id.as_deref()).collect();
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: Vec<&str> = users.into_iter().collect();
+    let stored = state
+        .repo
+        .preferences_of(tenant.as_str(), &users)
+        .await
+        .map_err(|e| repository_problem("reading notification preferences", e))?;
+    let prefs: HashMap<String, Preferences> = stored
+        .into_iter()
+        .filter_map(|(u, v)| Some((u, serde_json::from_value(v).ok()?)))
+        .collect();
+    let defaults = Preferences::default();
+    let now = state.clock.now();
+    let mut notes = Vec::new();
+    for row in rows {
+        let Some(user) = row.user_id.as_deref() else {
+            continue;
+        };
+        let p = prefs.get(user).unwrap_or(&defaults);
+        let priority = Priority::parse(&row.priority).unwrap_or(Priority::Low);
+        if !p.wants_suggestion(priority, &row.agent_type) {
+            continue;
+        }
+        let held_until = p.held_until(now);
+        notes.push(NotificationRow {
+            id: new_id("ntf"),
+            tenant_id: tenant.as_str().to_owned(),
+            user_id: user.to_owned(),
+            message: row.title.clone(),
+            severity: severity_of(priority).to_owned(),
+            data: json!({
+                "suggestion_id": row.id,
+                "agent_type": row.agent_type,
+                "priority": row.priority,
+                "estimated_revenue": row.estimated_revenue,
+                "confidence_score": row.confidence_score,
+            }),
+            held: held_until.is_some(),
+            live: p.websocket(),
+            created_at: now,
+            deliver_at: held_until.unwrap_or(now),
+            delivered_at: None,
+        });
+    }
+    Ok(notes)
+}
+
+async fn list(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+    let (limit, after) = page(&query)?;
+    let get = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+    let filter = SuggestionFilter {
+        status: get("status")
+            .map(|s| {
+                Status::parse(&s)
+                    .map(|s| s.as_str().to_owned())
+                    .ok_or_else(|| Problem::invalid("status", STATUS_RULE))
+            })
+            .transpose()?,
+        agent_type: get("agent_type")
+            .map(|a| {
+                if valid_agent_type(&a) {
+                    Ok(a)
+                } else {
+                    Err(Problem::invalid(
+                        "agent_type",
+                        crate::domain::suggestion::AGENT_TYPE_RULE,
+                    ))
+                }
+            })
+            .transpose()?,
+        priority: get("priority")
+            .map(|p| {
+                Priority::parse(&p)
+                    .map(|p| p.as_str().to_owned())
+                    .ok_or_else(|| Problem::invalid("priority", PRIORITY_RULE))
+            })
+            .transpose()?,
+        user_id: get("user_id")
+            .map(|u| {
+                parse_user_id(&u)
+                    .map(|_| u.clone())
+                    .ok_or_else(|| Problem::invalid("user_id", USER_ID_RULE))
+            })
+            .transpose()?,
+    };
+    let mut rows = state
+        .repo
+        .list_suggestions(tenant.as_str(), &filter, after, limit + 1)
+        .await
+        .map_err(|e| repository_problem("listing suggestions", e))?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| cursor::encode(r.created_at, &r.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows.iter().map(suggestion_json).collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+}
+
+async fn get_one(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let (tenant, id) = path.into_inner();
+    let tenant = require_tenant_key(&req, &state, &tenant).await?;
+    let row = state
+        .repo
+        .suggestion(tenant.as_str(), &id)
+        .await
+        .map_err(|e| repository_problem("reading a suggestion", e))?;
+    match row {
+        Some(row) => Ok(HttpResponse::Ok().json(suggestion_json(&row))),
+        None => Err(Problem::not_found(format!(
+            "tenant '{tenant}' has no suggestion '{id}'"
+        ))),
+    }
+}
+
+/// A response as posted, checked.
+struct ValidResponse {
+    action: Action,
+    user_id: String,
+    note: Option<String>,
+}
+
+fn parse_response(f: &Fields<'_>) -> Result<ValidResponse, Problem> {
+    let action = Action::parse(f.str("action", ACTION_RULE)?)
+        .ok_or_else(|| f.invalid("action", ACTION_RULE))?;
+    let user_id = f.str("user_id", USER_ID_RULE)?;
+    if parse_user_id(user_id).is_none() {
+        return Err(f.invalid("user_id", USER_ID_RULE));
+    }
+    let note = f.opt_str("note", NOTE_RULE)?;
+    if let Some(n) = note {
+        text(f, "note", n, 0, 2000, NOTE_RULE)?;
+    }
+    Ok(ValidResponse {
+        action,
+        user_id: user_id.to_owned(),
+        note: note.map(str::to_owned),
+    })
+}
+
+enum Applied {
+    Updated {
+        response_id: String,
+        suggestion: Value,
+    },
+    Conflict(String),
+    NotFound,
+}
+
+async fn apply(
+    state: &AppState,
+    tenant: &TenantId,
+    suggestion_id: &str,
+    r: &ValidResponse,
+) -> Result<Applied, Problem> {
+    if suggestion_id.is_empty() || suggestion_id.len() > 128 {
+        return Ok(Applied::NotFound);
+    }
+    let allowed: Vec<&str> = r.action.allowed_from().iter().map(|s| s.as_str()).collect();
+    let response_id = new_id("rsp");
+    let outcome = state
+        .repo
+        .respond(
+            tenant.as_str(),
+            suggestion_id,
+            &allowed,
+            r.action.target().as_str(),
+            NewResponse {
+                id: &response_id,
+                action: r.action.as_str(),
+                user_id: &r.user_id,
+                note: r.note.as_deref(),
+                at: state.clock.now(),
+            },
+        )
+        .await
+        .map_err(|e| repository_problem("responding to a suggestion", e))?;
+    Ok(match outcome {
+        RespondOutcome::Updated { suggestion, from } => {
+            tracing::info!(
+                tenant = %tenant, suggestion = %suggestion.id, from = %from, to = %suggestion.status,
+                "suggestion responded to"
+            );
+            Applied::Updated {
+                response_id,
+                suggestion: suggestion_json(&suggestion),
+            }
+        }
+        RespondOutcome::Conflict(current) => Applied::Conflict(current),
+        RespondOutcome::NotFound => Applied::NotFound,
+    })
+}
+
+fn conflict(action: Action, id: &str, current: &str) -> Problem {
+    let mut p = Problem::conflict(format!(
+        "suggestion '{id}' is {current}; '{}' is not possible from there",
+        action.as_str()
+    ))
+    .with_field("action");
+    p.current_status = Some(current.to_owned());
+    p
+}
+
+async fn respond_one(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let (tenant, id) = path.into_inner();
+    let tenant = require_tenant_key(&req, &state, &tenant).await?;
+    let input: Value = parse_json(&body)?;
+    let f = Fields::object(&input, "", "", &["action", "user_id", "note"])?;
+    let r = parse_response(&f)?;
+    match apply(&state, &tenant, &id, &r).await? {
+        Applied::Updated {
+            response_id,
+            suggestion,
+        } => {
+            announce_suggestions(
+                &state,
+                &tenant,
+                "suggestion.updated",
+                &[(response_id, suggestion.clone())],
+            )
+            .await
+            .map_err(publish_problem)?;
+            Ok(HttpResponse::Ok().json(suggestion))
+        }
+        Applied::Conflict(current) => Err(conflict(r.action, &id, &current)),
+        Applied::NotFound => Err(Problem::not_found(format!(
+            "tenant '{tenant}' has no suggestion '{id}'"
+        ))),
+    }
+}
+
+/// The dashboard's batch action: one response for many suggestions
+/// (`{"suggestion_ids", "action", "user_id", "note"?}`), or a response per
+/// suggestion (`{"responses": [{"suggestion_id", "action", "user_id",
+/// "note"?}]}`). Each is applied on its own; the answer says, in request
+/// order, which were updated, which conflicted and which were not found.
+async fn respond_many(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+    let input: Value = parse_json(&body)?;
+    let f = Fields::object(
+        &input,
+        "",
+        "",
+        &["suggestion_ids", "action", "user_id", "note", "responses"],
+    )?;
+    let mut wanted: Vec<(String, ValidResponse)> = Vec::new();
+    if f.get("responses").is_some() {
+        if let Some(other) = ["suggestion_ids", "action", "user_id", "note"]
+            .into_iter()
+            .find(|k| f.get(k).is_some())
+        {
+            return Err(f.invalid(other, "must not be given together with responses"));
+        }
+        for (i, v) in f
+            .array("responses", "must be a list of responses")?
+            .iter()
+            .enumerate()
+        {
+            let prefix = format!("responses[{i}].");
+            let one = Fields::object(
+                v,
+                &prefix,
+                &format!("responses[{i}]"),
+                &["suggestion_id", "action", "user_id", "note"],
+            )?;
+            let id = one.str("suggestion_id", "must be a suggestion id")?;
+            wanted.push((id.to_owned(), parse_response(&one)?));
+        }
+    } else {
+        let ids = f.array("suggestion_ids", "must be a list of suggestion ids")?;
+        for (i, v) in ids.iter().enumerate() {
+            let id = v.as_str().ok_or_else(|| {
+                Problem::invalid(format!("suggestion_ids[{i}]"), "must be a suggestion id")
+            })?;
+            wanted.push((id.to_owned(), parse_response(&f)?));
+        }
+    }
+    if wanted.is_empty() || wanted.len() > MAX_BATCH_RESPONSES {
+        let field = if f.get("responses").is_some() {
+            "responses"
+        } else {
+            "suggestion_ids"
+        };
+        return Err(f.invalid(
+            field,
+            format!("must name 1 to {MAX_BATCH_RESPONSES} suggestions"),
+        ));
+    }
+
+    let mut items = Vec::with_capacity(wanted.len());
+    let (mut succeeded, mut conflicted, mut not_found) = (Vec::new(), Vec::new(), Vec::new());
+    let mut announce = Vec::new();
+    for (id, r) in &wanted {
+        match apply(&state, &tenant, id, r).await? {
+            Applied::Updated {
+                response_id,
+                suggestion,
+            } => {
+                items.push(json!({"id": id, "result": "updated", "status": suggestion["status"], "suggestion": suggestion}));
+                succeeded.push(id.clone());
+                announce.push((response_id, suggestion));
+            }
+            Applied::Conflict(current) => {
+                items.push(json!({"id": id, "result": "conflict", "status": current, "current_status": current}));
+                conflicted.push(id.clone());
+            }
+            Applied::NotFound => {
+                items.push(json!({"id": id, "result": "not_found"}));
+                not_found.push(id.clone());
+            }
+        }
+    }
+    announce_suggestions(&state, &tenant, "suggestion.updated", &announce)
+        .await
+        .map_err(publish_problem)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "items": items,
+        "succeeded": succeeded,
+        "conflicted": conflicted,
+        "not_found": not_found,
+    })))
+}

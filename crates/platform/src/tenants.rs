@@ -1,0 +1,106 @@
+//! The tenants a service knows: KV `SB_TENANTS`, watched and cached, never
+//! read from PostgreSQL. Gateways verify browser tokens with it (their
+//! `/readyz` waits until the first load is done); ingest reads each tenant's
+//! limits from it, so a `PATCH` of the limits reaches every instance within
+//! moments, with no restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use switchboard_proto::TenantId;
+use switchboard_proto::tenant::TenantConfig;
+
+use crate::Shutdown;
+
+#[derive(Clone, Default)]
+pub struct TenantDirectory {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tenants: RwLock<HashMap<TenantId, Arc<TenantConfig>>>,
+    loaded: AtomicBool,
+}
+
+impl TenantDirectory {
+    pub fn get(&self, id: &TenantId) -> Option<Arc<TenantConfig>> {
+        self.inner
+            .tenants
+            .read()
+            .expect("tenant map lock is never poisoned: writers do not panic")
+            .get(id)
+            .cloned()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::Acquire)
+    }
+
+    fn apply(&self, entry: kv::Entry) {
+        let Ok(id) = TenantId::parse(entry.key.clone()) else {
+            tracing::warn!(key = %entry.key, "ignoring SB_TENANTS entry with a bad key");
+            return;
+        };
+        let mut map = self
+            .inner
+            .tenants
+            .write()
+            .expect("tenant map lock is never poisoned: writers do not panic");
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<TenantConfig>(&entry.value) {
+                Ok(cfg) => {
+                    map.insert(id, Arc::new(cfg));
+                }
+                Err(e) => tracing::warn!(tenant = %id, error = %e, "ignoring bad tenant config"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                map.remove(&id);
+            }
+        }
+    }
+
+    /// Loads every tenant, then follows changes until `shutdown`. Returns
+    /// once the first load is complete; the watch goes on in the background.
+    pub async fn start(&self, store: kv::Store, shutdown: Shutdown) -> Result<(), kv::WatchError> {
+        let mut watch = store.watch_with_history(">").await?;
+        let pending = store.status().await.map(|s| s.values()).unwrap_or(0);
+        if pending == 0 {
+            self.inner.loaded.store(true, Ordering::Release);
+        }
+        let dir = self.clone();
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut first_tx = Some(first_tx);
+        if dir.is_loaded() {
+            let _ = first_tx.take().map(|tx| tx.send(()));
+        }
+        tokio::spawn(async move {
+            let mut shutdown = shutdown;
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    next = watch.next() => match next {
+                        Some(Ok(entry)) => {
+                            let caught_up = entry.delta == 0;
+                            dir.apply(entry);
+                            if caught_up && !dir.is_loaded() {
+                                dir.inner.loaded.store(true, Ordering::Release);
+                                let _ = first_tx.take().map(|tx| tx.send(()));
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "SB_TENANTS watch error"),
+                        None => {
+                            tracing::error!("SB_TENANTS watch ended");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let _ = first_rx.await;
+        Ok(())
+    }
+}
