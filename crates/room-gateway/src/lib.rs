@@ -23,6 +23,7 @@ pub mod hub;
 pub mod metrics;
 pub mod presence;
 pub mod session;
+pub mod slots;
 pub mod startup;
 pub mod tenants;
 

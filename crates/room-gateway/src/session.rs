@@ -24,6 +24,7 @@ use crate::config::Settings;
 use crate::frames::{Envelope, ErrorCode, ErrorFrame, close, rfc3339_ms};
 use crate::hub::{ConnHandle, ConnId, RoomHub};
 use crate::presence::Presence;
+use crate::slots::{ConnectionSlots, Slot};
 use crate::tenants::TenantDirectory;
 
 /// Bad messages in a row after which the connection is closed with 4000.
@@ -43,6 +44,7 @@ pub struct Gateway {
     pub tenants: TenantDirectory,
     pub bus: Bus,
     pub presence: Presence,
+    pub slots: ConnectionSlots,
     pub settings: Arc<Settings>,
     pub shutdown: Shutdown,
 }
@@ -121,6 +123,7 @@ pub async fn run(
     gw: Gateway,
     claims: Claims,
     meta: ConnMeta,
+    _slot: Slot,
     ws: actix_ws::Session,
     mut stream: AggregatedMessageStream,
 ) {

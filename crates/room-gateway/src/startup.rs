@@ -19,6 +19,7 @@ use crate::hub::{HubLimits, RoomHub};
 use crate::metrics::GatewayMetrics;
 use crate::presence::Presence;
 use crate::session::{self, Gateway};
+use crate::slots::ConnectionSlots;
 use crate::tenants::TenantDirectory;
 
 pub struct Application {
@@ -62,6 +63,7 @@ impl Application {
             ),
             tenants: tenants.clone(),
             bus: bus.clone(),
+            slots: ConnectionSlots::default(),
             presence: Presence::new(bus.presence.clone(), settings.presence_refresh),
             settings: Arc::new(settings),
             shutdown: drain,
@@ -142,6 +144,20 @@ async fn connect(
     let raw = auth::token_from_request(&req).ok_or_else(auth::missing_token)?;
     let claims = auth::verify(&raw, &gw.tenants, chrono::Utc::now().timestamp())
         .map_err(|e| auth::refuse(&e))?;
+    let limit = gw
+        .tenants
+        .get(&claims.tenant)
+        .map(|t| t.limits.connections)
+        .unwrap_or(0);
+    let slot = gw.slots.acquire(&claims.tenant, limit).ok_or_else(|| {
+        Problem::too_many_requests(
+            format!(
+                "tenant '{}' is at its limit of {limit} connections",
+                claims.tenant
+            ),
+            5,
+        )
+    })?;
     let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[auth::SUBPROTOCOL])
         .map_err(|e| Problem::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let max = gw.settings.max_frame_bytes;
@@ -163,6 +179,13 @@ async fn connect(
             .to_owned(),
         opened_at_ms: chrono::Utc::now().timestamp_millis(),
     };
-    actix_web::rt::spawn(session::run(gw.get_ref().clone(), claims, meta, ws, stream));
+    actix_web::rt::spawn(session::run(
+        gw.get_ref().clone(),
+        claims,
+        meta,
+        slot,
+        ws,
+        stream,
+    ));
     Ok(response)
 }

@@ -476,3 +476,41 @@ async fn joiners_get_the_rooms_state_right_after_joined() {
     );
     assert_eq!(s["data"], json!({"phase": "review"}));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_changed_by_the_operator_apply_to_connections_and_rooms_at_once() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let res = app
+        .http
+        .patch(format!("{}/v1/admin/tenants/{}", app.ingest, t.id))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"limits": {"connections": 1, "rooms_per_connection": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let tok = t.token("u1", json!({"*": ["read"]}));
+    // The gateway learns the change through KV SB_TENANTS within a second.
+    let mut refused = None;
+    let mut first = None;
+    for _ in 0..100 {
+        let a = WsClient::connect(&app.ws_url(), &tok).await.unwrap();
+        match WsClient::connect(&app.ws_url(), &tok).await {
+            Err(r) => {
+                refused = Some(r);
+                first = Some(a);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let refused = refused.expect("a second connection is refused");
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["code"], "rate_limited");
+    let mut c = first.unwrap();
+    assert_eq!(c.next_frame().await["type"], "welcome");
+    join(&mut c, "one").await;
+    c.send_json(json!({"op": "join", "room": "two"})).await;
+    assert_eq!(c.next_frame().await["code"], "too_many_rooms");
+}
