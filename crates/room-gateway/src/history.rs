@@ -138,6 +138,24 @@ pub async fn fetch_range(
     result
 }
 
+/// The room's latest stored seq (0 when it has none).
+pub async fn last_seq(
+    js: &jetstream::Context,
+    tenant: &TenantId,
+    room: &RoomName,
+) -> Result<u64, async_nats::Error> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = js.get_stream_no_info(subjects::ROOMS_STREAM).await?;
+    match stream
+        .get_last_raw_message_by_subject(&subjects::room_event(tenant, room))
+        .await
+    {
+        Ok(m) => Ok(m.sequence),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Turns fetched events into history entries chained from `prev`.
 pub fn chain_entries(prev: u64, events: Vec<(u64, pb::RoomEvent)>) -> Vec<Entry> {
     let mut prev = prev;

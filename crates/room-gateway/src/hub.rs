@@ -17,7 +17,7 @@ use switchboard_proto::{RoomName, TenantId, pb, subjects};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::frames::{close, event_frame};
-use crate::history::{Entry, FetchError, History, chain_entries, fetch_range};
+use crate::history::{Entry, FetchError, History, chain_entries, fetch_range, last_seq};
 use crate::metrics::GatewayMetrics;
 
 pub type ConnId = Arc<str>;
@@ -458,21 +458,7 @@ impl RoomTask {
     }
 
     async fn last_seq(&self) -> Result<u64, async_nats::Error> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let stream = self
-            .hub
-            .inner
-            .js
-            .get_stream_no_info(subjects::ROOMS_STREAM)
-            .await?;
-        match stream
-            .get_last_raw_message_by_subject(&subjects::room_event(&self.tenant, &self.room))
-            .await
-        {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        last_seq(&self.hub.inner.js, &self.tenant, &self.room).await
     }
 
     /// Fills the gap between the last delivered event and one whose `prev`

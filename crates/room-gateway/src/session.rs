@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use crate::audit::{self, ConnMeta};
 use crate::config::Settings;
 use crate::frames::{Envelope, ErrorCode, ErrorFrame, close, rfc3339_ms};
+use crate::history::last_seq;
 use crate::hub::{ConnHandle, ConnId, RoomHub};
 use crate::presence::Presence;
 use crate::slots::{ConnectionSlots, Slot};
@@ -617,21 +618,7 @@ impl Session {
     }
 
     async fn last_seq(&self, room: &RoomName) -> Result<u64, async_nats::Error> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let stream = self
-            .gw
-            .bus
-            .jetstream
-            .get_stream_no_info(subjects::ROOMS_STREAM)
-            .await?;
-        match stream
-            .get_last_raw_message_by_subject(&subjects::room_event(&self.claims.tenant, room))
-            .await
-        {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        last_seq(&self.gw.bus.jetstream, &self.claims.tenant, room).await
     }
 
     /// Presence bookkeeping after a join: the entry, and `presence.joined`
@@ -748,6 +735,21 @@ impl Session {
         Ok(json!({"type": "ok"}))
     }
 
+    /// The id of a client's publish (`evt`) or send (`cmd`): derived from
+    /// its `key` when given, so a retry is stored once, else fresh.
+    fn message_id(&self, kind: &str, room: &RoomName, key: Option<&str>) -> String {
+        match key {
+            Some(k) => ids::derived_event_id(&[
+                self.claims.tenant.as_str(),
+                kind,
+                room.as_str(),
+                &self.claims.sub,
+                k,
+            ]),
+            None => format!("{kind}_{}", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
     fn event_field(op: &str, env: &Envelope, room: &RoomName) -> Result<EventName, ErrorFrame> {
         let raw = field(env, "event").and_then(Value::as_str).ok_or_else(|| {
             ErrorFrame::bad_field(
@@ -791,16 +793,7 @@ impl Session {
             return Err(Self::forbidden("publish", &room, "publish"));
         }
         let tenant = self.claims.tenant.clone();
-        let id = match &key {
-            Some(k) => ids::derived_event_id(&[
-                tenant.as_str(),
-                "client",
-                room.as_str(),
-                &self.claims.sub,
-                k,
-            ]),
-            None => format!("evt_{}", uuid::Uuid::now_v7().simple()),
-        };
+        let id = self.message_id("evt", &room, key.as_deref());
         let ev = pb::RoomEvent {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -894,16 +887,7 @@ impl Session {
             return Err(Self::forbidden("send", &room, "send"));
         }
         let tenant = self.claims.tenant.clone();
-        let id = match &key {
-            Some(k) => ids::derived_event_id(&[
-                tenant.as_str(),
-                "send",
-                room.as_str(),
-                &self.claims.sub,
-                k,
-            ]),
-            None => format!("cmd_{}", uuid::Uuid::now_v7().simple()),
-        };
+        let id = self.message_id("cmd", &room, key.as_deref());
         let cmd = pb::ClientCommand {
             id: id.clone(),
             tenant: tenant.to_string(),
