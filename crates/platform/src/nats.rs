@@ -86,10 +86,38 @@ pub struct Bus {
 
 /// Connects with unlimited reconnects, so a NATS restart is ridden out.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsSetupError> {
-    async_nats::ConnectOptions::new()
+    connect_with_capacity(url, name, DEFAULT_SUBSCRIPTION_CAPACITY, None).await
+}
+
+/// Messages a subscription may have waiting before the client drops new
+/// ones (async-nats' default).
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
+
+/// [`connect`] with the number of messages each subscription may buffer;
+/// beyond it the client drops messages (a "slow consumer").
+///
+/// `on_drop` is told each time a subscription dropped a message, so the
+/// owner can recover what was lost.
+pub async fn connect_with_capacity(
+    url: &str,
+    name: &str,
+    capacity: usize,
+    on_drop: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+) -> Result<async_nats::Client, NatsSetupError> {
+    let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
+        .subscription_capacity(capacity.max(1));
+    if let Some(on_drop) = on_drop {
+        options = options.event_callback(move |event| {
+            if matches!(event, async_nats::Event::SlowConsumer(_)) {
+                on_drop();
+            }
+            async {}
+        });
+    }
+    options
         .connect(url)
         .await
         .map_err(|source| NatsSetupError::Connect {

@@ -27,6 +27,9 @@ pub struct Settings {
     /// How often presence entries are refreshed (`SB_PRESENCE_REFRESH`); an
     /// entry not refreshed for three intervals counts as gone.
     pub presence_refresh: Duration,
+    /// Live events a room subscription may buffer before the NATS client
+    /// drops them (`SB_LIVE_QUEUE`); drops are healed from JetStream.
+    pub live_queue: usize,
 }
 
 impl Settings {
@@ -69,6 +72,12 @@ impl Settings {
                 "SB_REPLAY_CONCURRENCY",
                 8,
                 "a whole number of fetches, at least 1",
+            )?,
+            live_queue: config::parsed(
+                src,
+                "SB_LIVE_QUEUE",
+                switchboard_platform::nats::DEFAULT_SUBSCRIPTION_CAPACITY,
+                "a whole number of messages, at least 1",
             )?,
             presence_refresh: config::duration(
                 src,

@@ -173,6 +173,7 @@ pub struct RoomHub {
 
 struct HubInner {
     client: async_nats::Client,
+    drops: LiveDrops,
     js: jetstream::Context,
     rooms: Mutex<HashMap<String, Room>>,
     metrics: GatewayMetrics,
@@ -182,6 +183,29 @@ struct HubInner {
     /// Events the stream keeps per room: a full room may have lost its oldest.
     room_history: usize,
 }
+
+/// Counts messages the live connection dropped (its subscriptions were
+/// full). Rooms that go quiet after a drop check JetStream for a lost tail,
+/// which no later `prev` would reveal.
+#[derive(Clone, Default)]
+pub struct LiveDrops(Arc<std::sync::atomic::AtomicU64>);
+
+impl LiveDrops {
+    pub fn callback(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let count = self.0.clone();
+        Arc::new(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// How long a room must be quiet after a drop before it checks for a lost
+/// tail.
+const TAIL_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Tuning of the hub, from the gateway's settings.
 #[derive(Debug, Clone, Copy)]
@@ -196,11 +220,20 @@ fn key(tenant: &TenantId, room: &RoomName) -> String {
 }
 
 impl RoomHub {
-    pub fn new(client: async_nats::Client, metrics: GatewayMetrics, limits: HubLimits) -> Self {
+    /// `live` carries the room subscriptions; `js` (another connection)
+    /// the fetches that fill gaps and replays.
+    pub fn new(
+        live: async_nats::Client,
+        drops: LiveDrops,
+        js: jetstream::Context,
+        metrics: GatewayMetrics,
+        limits: HubLimits,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
-                js: jetstream::new(client.clone()),
-                client,
+                js,
+                drops,
+                client: live,
                 rooms: Mutex::new(HashMap::new()),
                 metrics,
                 fetches: tokio::sync::Semaphore::new(limits.concurrent_fetches.max(1)),
@@ -524,10 +557,25 @@ async fn run_room(task: RoomTask, ready: watch::Sender<Option<bool>>) {
         }
     };
     let _ = ready.send(Some(true));
+    let mut drops_seen = task.hub.inner.drops.get();
     loop {
+        let drops_now = task.hub.inner.drops.get();
         let (msg, stored) = tokio::select! {
             Some(m) = live.next() => (m, true),
             Some(m) = eph.next() => (m, false),
+            _ = tokio::time::sleep(TAIL_CHECK_AFTER), if drops_now != drops_seen => {
+                drops_seen = drops_now;
+                match task.last_seq().await {
+                    Ok(latest) if latest > last_seq => {
+                        task.metrics().gaps_detected.inc();
+                        task.heal(last_seq, latest).await;
+                        last_seq = latest;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "tail check failed"),
+                }
+                continue;
+            }
             else => break,
         };
         let Ok(ev) = pb::RoomEvent::decode(msg.payload.clone()) else {

@@ -9,13 +9,13 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use switchboard_platform::http::{self, Readiness};
 use switchboard_platform::metrics::{Registry, SharedRegistry};
-use switchboard_platform::nats::Bus;
+use switchboard_platform::nats::{self, Bus};
 use switchboard_platform::{Problem, Shutdown, shutdown};
 
 use crate::audit::ConnMeta;
 use crate::auth;
 use crate::config::Settings;
-use crate::hub::{HubLimits, RoomHub};
+use crate::hub::{HubLimits, LiveDrops, RoomHub};
 use crate::metrics::GatewayMetrics;
 use crate::presence::Presence;
 use crate::session::{self, Gateway};
@@ -34,6 +34,18 @@ impl Application {
         let bus = Bus::start(&settings.nats_url, "room-gateway", &settings.streams)
             .await
             .context("setting up NATS")?;
+        // Live fan-out gets its own connection: a burst of room events never
+        // queues behind KV watches or JetStream requests, and the other way
+        // round.
+        let drops = LiveDrops::default();
+        let live = nats::connect_with_capacity(
+            &settings.nats_url,
+            "room-gateway-live",
+            settings.live_queue,
+            Some(drops.callback()),
+        )
+        .await
+        .context("connecting the live NATS connection")?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -53,7 +65,9 @@ impl Application {
         let registry = SharedRegistry::new(registry);
         let gateway = Gateway {
             hub: RoomHub::new(
-                bus.client.clone(),
+                live,
+                drops,
+                bus.jetstream.clone(),
                 metrics,
                 HubLimits {
                     history_cap: settings.room_cache,

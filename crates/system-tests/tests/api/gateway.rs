@@ -514,3 +514,47 @@ async fn limits_changed_by_the_operator_apply_to_connections_and_rooms_at_once()
     c.send_json(json!({"op": "join", "room": "two"})).await;
     assert_eq!(c.next_frame().await["code"], "too_many_rooms");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_events_lost_on_core_nats_are_healed_from_jetstream_before_delivery() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    // A live queue of one message: a burst overflows it and the NATS client
+    // drops live events, as a slow gateway would.
+    let (port, _stop) = gateway_with(&[("SB_LIVE_QUEUE", "1")]).await;
+    let mut c = connect_to(port, &t.token("u", json!({"burst": ["read"]}))).await;
+    join(&mut c, "burst").await;
+    let total = 600;
+    for chunk in 0..3 {
+        let events: Vec<Value> = (0..total / 3)
+            .map(|i| json!({"room": "burst", "event": "b.n", "data": chunk * (total / 3) + i}))
+            .collect();
+        let res = app
+            .http
+            .post(format!("{}/v1/tenants/{}/events", app.ingest, t.id))
+            .bearer_auth(&t.api_key)
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let mut prev = 0;
+    for i in 0..total {
+        let ev = c.next_of_type("event").await;
+        assert_eq!(ev["data"], i, "every event, in order");
+        assert_eq!(ev["prev"], prev, "no gap in the chain");
+        prev = ev["seq"].as_u64().unwrap();
+    }
+    c.assert_silent(Duration::from_millis(300)).await;
+    let stats: Value = app
+        .http
+        .get(format!("http://127.0.0.1:{port}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["gaps_healed"].as_u64().unwrap() >= 1, "{stats}");
+}
