@@ -558,3 +558,23 @@ async fn live_events_lost_on_core_nats_are_healed_from_jetstream_before_delivery
         .unwrap();
     assert!(stats["gaps_healed"].as_u64().unwrap() >= 1, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_silent_for_two_heartbeats_is_closed() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let (port, _stop) = gateway_with(&[("SB_HEARTBEAT", "200ms")]).await;
+    let mut quiet = connect_to(port, &t.token("u", json!({}))).await;
+    let mut chatty = connect_to(port, &t.token("v", json!({}))).await;
+    // `chatty` keeps answering (its reads answer pings); `quiet` reads
+    // nothing, so it answers no ping.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+    while tokio::time::Instant::now() < deadline {
+        chatty.send_json(json!({"op": "ping"})).await;
+        assert_eq!(chatty.next_frame().await["type"], "pong");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(quiet.closed_with().await, Some(1000));
+    chatty.send_json(json!({"op": "ping"})).await;
+    assert_eq!(chatty.next_frame().await["type"], "pong");
+}
