@@ -578,3 +578,67 @@ async fn a_client_silent_for_two_heartbeats_is_closed() {
     chatty.send_json(json!({"op": "ping"})).await;
     assert_eq!(chatty.next_frame().await["type"], "pong");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_bad_messages_in_a_row_close_with_4000() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let mut c = app.connect(&t, "u", json!({})).await;
+    for _ in 0..20 {
+        c.send_text("nonsense").await;
+    }
+    assert_eq!(c.closed_with().await, Some(4000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_audited_as_domain_events() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let mut req =
+        switchboard_test_support::tungstenite::client::IntoClientRequest::into_client_request(
+            app.ws_url(),
+        )
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", t.token("auditee", json!({})))
+            .parse()
+            .unwrap(),
+    );
+    req.headers_mut()
+        .insert("user-agent", "audit-test/1.0".parse().unwrap());
+    let mut c = WsClient::connect_request(req).await.unwrap();
+    assert_eq!(c.next_frame().await["type"], "welcome");
+    drop(c);
+
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("SB_DOMAIN").await.unwrap();
+    let mut closed = None;
+    for _ in 0..100 {
+        if let Ok(m) = stream
+            .get_last_raw_message_by_subject(&format!("sb.dom.{}.connection.closed", t.id))
+            .await
+        {
+            closed = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ev = <switchboard_proto::pb::DomainEvent as prost::Message>::decode(
+        closed.expect("connection.closed stored").payload,
+    )
+    .unwrap();
+    let data: Value = serde_json::from_slice(&ev.data).unwrap();
+    assert_eq!(data["sub"], "auditee");
+    assert_eq!(data["user_agent"], "audit-test/1.0");
+    assert!(data["ip"].as_str().unwrap().starts_with("127.0.0.1"));
+    assert!(data["duration_ms"].as_i64().unwrap() >= 0);
+    let opened = stream
+        .get_last_raw_message_by_subject(&format!("sb.dom.{}.connection.opened", t.id))
+        .await
+        .unwrap();
+    let ev =
+        <switchboard_proto::pb::DomainEvent as prost::Message>::decode(opened.payload).unwrap();
+    assert_eq!(ev.name, "connection.opened");
+}
