@@ -1,7 +1,7 @@
 //! The JSON frames of PROTOCOL.md: client messages in, server frames out.
 //! Event frames are encoded once per gateway and shared as bytes.
 
-use bytes::Bytes;
+use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_proto::pb;
@@ -105,10 +105,14 @@ pub fn rfc3339_ms(ts_unix_ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// An encoded text frame. Cloning shares the bytes, and being text already,
+/// it is written without another UTF-8 check per member.
+pub type Frame = ByteString;
+
 /// The `event` frame of a stored (`seq`/`prev`) or ephemeral event, encoded
 /// once for every member. `data` is the JSON text the publisher sent, which
 /// was validated where it entered.
-pub fn event_frame(ev: &pb::RoomEvent, seq_prev: Option<(u64, u64)>) -> Bytes {
+pub fn event_frame(ev: &pb::RoomEvent, seq_prev: Option<(u64, u64)>) -> Frame {
     let data = if ev.data.is_empty() {
         "null"
     } else {
@@ -133,7 +137,7 @@ pub fn event_frame(ev: &pb::RoomEvent, seq_prev: Option<(u64, u64)>) -> Bytes {
     out.push_str(r#","data":"#);
     out.push_str(data);
     out.push('}');
-    Bytes::from(out)
+    ByteString::from(out)
 }
 
 fn push_json_str(out: &mut String, s: &str) {
@@ -157,13 +161,13 @@ mod tests {
             ephemeral: false,
             ..Default::default()
         };
-        let v: Value = serde_json::from_slice(&event_frame(&ev, Some((7, 3)))).unwrap();
+        let v: Value = serde_json::from_str(&event_frame(&ev, Some((7, 3)))).unwrap();
         assert_eq!(v["type"], "event");
         assert_eq!(v["seq"], 7);
         assert_eq!(v["prev"], 3);
         assert_eq!(v["data"]["text"], "hi \"there\"");
         assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
-        let e: Value = serde_json::from_slice(&event_frame(&ev, None)).unwrap();
+        let e: Value = serde_json::from_str(&event_frame(&ev, None)).unwrap();
         assert_eq!(e["ephemeral"], true);
         assert!(e.get("seq").is_none());
     }

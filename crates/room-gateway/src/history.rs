@@ -11,19 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message as _;
 use switchboard_proto::{RoomName, TenantId, pb, subjects};
 
-use crate::frames::event_frame;
+use crate::frames::{Frame, event_frame};
 
 #[derive(Clone)]
 pub struct Entry {
     pub seq: u64,
     pub prev: u64,
     pub event: Arc<str>,
-    pub frame: Bytes,
+    pub frame: Frame,
 }
 
 pub struct History {
@@ -183,7 +182,7 @@ mod tests {
             seq,
             prev,
             event: Arc::from("a"),
-            frame: Bytes::new(),
+            frame: Frame::new(),
         }
     }
 

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message as _;
 use switchboard_proto::names::EventFilter;
 use switchboard_proto::{RoomName, TenantId, pb, subjects};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::frames::{close, event_frame};
+use crate::frames::{Frame, close, event_frame};
 use crate::history::{Entry, FetchError, History, chain_entries, fetch_range, last_seq};
 use crate::metrics::GatewayMetrics;
 
@@ -26,7 +25,7 @@ pub type ConnId = Arc<str>;
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Frame>,
     kill: Arc<Kill>,
 }
 
@@ -61,7 +60,7 @@ impl Kill {
 }
 
 impl ConnHandle {
-    pub fn new(id: ConnId, queue: usize) -> (Self, mpsc::Receiver<Bytes>, Arc<Kill>) {
+    pub fn new(id: ConnId, queue: usize) -> (Self, mpsc::Receiver<Frame>, Arc<Kill>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let kill = Arc::new(Kill::default());
         (
@@ -76,7 +75,7 @@ impl ConnHandle {
     }
 
     /// Queues a frame; a full queue cuts the connection off.
-    fn offer(&self, frame: &Bytes, metrics: &GatewayMetrics) {
+    fn offer(&self, frame: &Frame, metrics: &GatewayMetrics) {
         match self.tx.try_send(frame.clone()) {
             Ok(()) => {
                 metrics.frames_out.inc();
@@ -105,7 +104,7 @@ struct Member {
 
 enum MemberState {
     Joining {
-        held: Vec<(Option<u64>, Arc<str>, Bytes)>,
+        held: Vec<(Option<u64>, Arc<str>, Frame)>,
     },
     Live {
         floor: u64,
@@ -125,7 +124,7 @@ impl Member {
 struct Delivery<'a> {
     seq: Option<u64>,
     event: &'a Arc<str>,
-    frame: &'a Bytes,
+    frame: &'a Frame,
     /// Connection that must not get it back (`echo: false`).
     skip: Option<&'a str>,
 }
