@@ -88,7 +88,9 @@ struct EphemeralSlot {
 }
 
 struct Session {
-    gw: Gateway,
+    /// Shared, not cloned: an idle connection should hold a pointer, not
+    /// the gateway's handles.
+    gw: Arc<Gateway>,
     claims: Claims,
     conn: ConnHandle,
     ws: actix_ws::Session,
@@ -120,7 +122,7 @@ fn deadline_of(exp: i64, before: Duration) -> Instant {
 
 /// Runs a connection to its end.
 pub async fn run(
-    gw: Gateway,
+    gw: Arc<Gateway>,
     claims: Claims,
     meta: ConnMeta,
     _slot: Slot,
@@ -202,7 +204,9 @@ pub async fn run(
                 match msg {
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         s.gw.hub.metrics().frames_in.inc();
-                        s.on_text(&text).await
+                        // Boxed: handling a message (join, replay…) needs far
+                        // more state than an idle connection should carry.
+                        Box::pin(s.on_text(&text)).await
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => {
                         s.bad(None, ErrorFrame::new(ErrorCode::BadRequest,
@@ -234,7 +238,7 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(next_ephemeral.unwrap_or_else(Instant::now)), if next_ephemeral.is_some() => {
-                s.flush_ephemeral().await;
+                Box::pin(s.flush_ephemeral()).await;
                 Flow::Continue
             }
             _ = &mut s.expiring, if !s.warned => {
@@ -251,7 +255,7 @@ pub async fn run(
         unreachable!("the loop only ends on Close")
     };
     for room in std::mem::take(&mut s.rooms).into_keys() {
-        s.depart(&room).await;
+        Box::pin(s.depart(&room)).await;
     }
     s.gw.hub.metrics().connections.dec();
     audit::closed(&s.gw.bus, &s.claims, &s.conn.id, &meta, code);

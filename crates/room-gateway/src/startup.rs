@@ -194,7 +194,7 @@ async fn connect(
         opened_at_ms: chrono::Utc::now().timestamp_millis(),
     };
     actix_web::rt::spawn(session::run(
-        gw.get_ref().clone(),
+        gw.into_inner(),
         claims,
         meta,
         slot,
