@@ -186,19 +186,25 @@ struct HubInner {
 /// Counts messages the live connection dropped (its subscriptions were
 /// full). Rooms that go quiet after a drop check JetStream for a lost tail,
 /// which no later `prev` would reveal.
-#[derive(Clone, Default)]
-pub struct LiveDrops(Arc<std::sync::atomic::AtomicU64>);
+/// A watch channel, so a room that is already idle when the drop is
+/// reported still wakes up to check.
+#[derive(Clone)]
+pub struct LiveDrops(Arc<watch::Sender<u64>>);
+
+impl Default for LiveDrops {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
 
 impl LiveDrops {
     pub fn callback(&self) -> Arc<dyn Fn() + Send + Sync> {
         let count = self.0.clone();
-        Arc::new(move || {
-            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        })
+        Arc::new(move || count.send_modify(|n| *n += 1))
     }
 
-    fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
     }
 }
 
@@ -556,14 +562,20 @@ async fn run_room(task: RoomTask, ready: watch::Sender<Option<bool>>) {
         }
     };
     let _ = ready.send(Some(true));
-    let mut drops_seen = task.hub.inner.drops.get();
+    let mut drops = task.hub.inner.drops.subscribe();
+    // Set when the live connection dropped messages: the room checks for a
+    // lost tail once it has been quiet for TAIL_CHECK_AFTER.
+    let mut tail_check: Option<tokio::time::Instant> = None;
     loop {
-        let drops_now = task.hub.inner.drops.get();
         let (msg, stored) = tokio::select! {
             Some(m) = live.next() => (m, true),
             Some(m) = eph.next() => (m, false),
-            _ = tokio::time::sleep(TAIL_CHECK_AFTER), if drops_now != drops_seen => {
-                drops_seen = drops_now;
+            Ok(()) = drops.changed() => {
+                tail_check = Some(tokio::time::Instant::now() + TAIL_CHECK_AFTER);
+                continue;
+            }
+            _ = tokio::time::sleep_until(tail_check.unwrap_or_else(tokio::time::Instant::now)), if tail_check.is_some() => {
+                tail_check = None;
                 match task.last_seq().await {
                     Ok(latest) if latest > last_seq => {
                         task.metrics().gaps_detected.inc();
@@ -577,6 +589,10 @@ async fn run_room(task: RoomTask, ready: watch::Sender<Option<bool>>) {
             }
             else => break,
         };
+        if let Some(due) = &mut tail_check {
+            // Still busy: wait for quiet, the prev chain covers gaps meanwhile.
+            *due = tokio::time::Instant::now() + TAIL_CHECK_AFTER;
+        }
         let Ok(ev) = pb::RoomEvent::decode(msg.payload.clone()) else {
             tracing::warn!(subject = %msg.subject, "undecodable room event dropped");
             continue;
