@@ -10,12 +10,25 @@ use switchboard_platform::nats::{
 use switchboard_proto::{EventName, RoomName, TenantId, pb};
 
 use crate::domain::secrets::idempotent_event_id;
+use crate::repository::announcements::AnnouncementRow;
 use crate::repository::notifications::NotificationRow;
 use crate::repository::suggestions::SuggestionRow;
 use crate::routes::AppState;
 
 pub const SUGGESTIONS_ROOM: &str = "suggestions";
 pub const SOURCE: &str = "ingest";
+
+/// A stored float as JSON: a whole number is written as an integer (`1200`,
+/// not `1200.0`), as most clients post it; JSON does not tell them apart, but
+/// typed clients that compare with an integer do.
+fn number(f: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if f.fract() == 0.0 && f.abs() < EXACT {
+        json!(f as i64)
+    } else {
+        json!(f)
+    }
+}
 
 pub fn suggestion_json(row: &SuggestionRow) -> Value {
     json!({
@@ -24,8 +37,8 @@ pub fn suggestion_json(row: &SuggestionRow) -> Value {
         "agent_type": row.agent_type,
         "title": row.title,
         "description": row.description,
-        "estimated_revenue": row.estimated_revenue,
-        "confidence_score": row.confidence_score,
+        "estimated_revenue": number(row.estimated_revenue),
+        "confidence_score": number(row.confidence_score),
         "priority": row.priority,
         "user_id": row.user_id,
         "status": row.status,
@@ -34,8 +47,15 @@ pub fn suggestion_json(row: &SuggestionRow) -> Value {
     })
 }
 
-fn room(name: &str) -> RoomName {
-    RoomName::parse(name).expect("room names built here follow the rule")
+/// A room named from stored data (checked when it entered, so a failure here
+/// means a row was changed by hand): skipped with a warning rather than
+/// stopping the loop that publishes it.
+fn room(name: &str) -> Option<RoomName> {
+    let room = RoomName::parse(name).ok();
+    if room.is_none() {
+        tracing::warn!(room = %name, "not announcing to an invalid room name");
+    }
+    room
 }
 
 /// Publishes `event` (`suggestion.created` or `suggestion.updated`) for each
@@ -45,17 +65,21 @@ fn room(name: &str) -> RoomName {
 pub async fn announce_suggestions(
     state: &AppState,
     tenant: &TenantId,
-    event: &'static str,
+    event: &str,
     items: &[(String, Value)],
 ) -> Result<(), PublishEventError> {
-    let name = EventName::parse(event).expect("suggestion event names follow the rule");
-    let ts = state.clock.now().timestamp_millis();
+    let Ok(name) = EventName::parse(event) else {
+        tracing::warn!(event = %event, "not announcing an invalid event name");
+        return Ok(());
+    };
+    // When JetStream accepted it: real time, whatever clock the domain reads.
+    let ts = chrono::Utc::now().timestamp_millis();
     let mut acks = Vec::with_capacity(items.len() * 3);
     for (key, suggestion) in items {
         let data = serde_json::to_vec(suggestion).expect("a JSON value always serializes");
-        let mut rooms = vec![room(SUGGESTIONS_ROOM)];
+        let mut rooms: Vec<RoomName> = room(SUGGESTIONS_ROOM).into_iter().collect();
         if let Some(user) = suggestion["user_id"].as_str() {
-            rooms.push(room(&format!("user:{user}")));
+            rooms.extend(room(&format!("user:{user}")));
         }
         for room in rooms {
             let scope = format!("{event}:{room}");
@@ -87,6 +111,37 @@ pub async fn announce_suggestions(
     Ok(())
 }
 
+/// Publishes outbox entries just committed, then marks them published. On a
+/// failure they stay in the outbox and the background loop publishes them
+/// (the change itself is stored, so the request still succeeds).
+pub async fn publish_announcements(state: &AppState, tenant: &TenantId, rows: &[AnnouncementRow]) {
+    // Consecutive entries of one event go out together, pipelined.
+    let mut start = 0;
+    while start < rows.len() {
+        let event = rows[start].event.as_str();
+        let end = rows[start..]
+            .iter()
+            .position(|r| r.event != event)
+            .map_or(rows.len(), |n| start + n);
+        let chunk = &rows[start..end];
+        let items: Vec<(String, Value)> = chunk
+            .iter()
+            .map(|r| (r.key.clone(), r.data.clone()))
+            .collect();
+        if let Err(e) = announce_suggestions(state, tenant, event, &items).await {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "announcing failed; the outbox loop retries");
+            return;
+        }
+        let ids: Vec<String> = chunk.iter().map(|r| r.id.clone()).collect();
+        if let Err(e) = state.repo.mark_announced(&ids).await {
+            // Published but not marked: the loop publishes again, and
+            // JetStream's deduplication stores it once.
+            tracing::warn!(error = %e, "marking announcements published failed");
+        }
+        start = end;
+    }
+}
+
 /// The live `notification` event in room `user:{user}`.
 pub async fn publish_notification(
     state: &AppState,
@@ -99,7 +154,9 @@ pub async fn publish_notification(
         tracing::warn!(tenant = %row.tenant_id, "notification of an invalid tenant id skipped");
         return Ok(());
     };
-    let room = room(&format!("user:{}", row.user_id));
+    let Some(room) = room(&format!("user:{}", row.user_id)) else {
+        return Ok(());
+    };
     let data = json!({
         "id": row.id,
         "message": row.message,

@@ -63,3 +63,28 @@ impl RateLimiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_unknown_to_the_directory_gets_the_default_second_of_burst() {
+        let limiter = RateLimiter::new(TenantDirectory::default());
+        let t = TenantId::parse("acme").unwrap();
+        let burst = Limits::default().http_rps;
+        let mut passed = 0;
+        let wait = loop {
+            match limiter.check(&t) {
+                Ok(()) => passed += 1,
+                Err(wait) => break wait,
+            }
+            assert!(passed < 2 * burst, "never limited");
+        };
+        // A second's worth, plus what refilled while the loop ran.
+        assert!(passed >= burst, "{passed}");
+        assert!(wait <= Duration::from_millis(1), "{wait:?}");
+        // Other tenants have their own bucket.
+        assert!(limiter.check(&TenantId::parse("other").unwrap()).is_ok());
+    }
+}

@@ -87,6 +87,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    announcements (id) {
+        id -> Text,
+        tenant_id -> Text,
+        event -> Text,
+        key -> Text,
+        data -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(suggestions -> tenants (tenant_id));
 diesel::joinable!(suggestion_responses -> suggestions (suggestion_id));
@@ -98,4 +110,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     suggestion_responses,
     notification_preferences,
     notifications,
+    announcements,
 );

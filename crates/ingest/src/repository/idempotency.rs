@@ -10,8 +10,6 @@ use crate::schema::idempotency_keys;
 pub struct StoredResponse {
     pub request_hash: Vec<u8>,
     pub response: serde_json::Value,
-    /// When the first answer was given.
-    pub answered_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Repository {
@@ -22,24 +20,16 @@ impl Repository {
         key: &str,
     ) -> Result<Option<StoredResponse>, RepositoryError> {
         let mut conn = self.pool.get().await?;
-        let row: Option<(Vec<u8>, serde_json::Value, chrono::DateTime<chrono::Utc>)> =
-            idempotency_keys::table
-                .find((tenant, scope, key))
-                .select((
-                    idempotency_keys::request_hash,
-                    idempotency_keys::response,
-                    idempotency_keys::created_at,
-                ))
-                .first(&mut conn)
-                .await
-                .optional()?;
-        Ok(
-            row.map(|(request_hash, response, answered_at)| StoredResponse {
-                request_hash,
-                response,
-                answered_at,
-            }),
-        )
+        let row: Option<(Vec<u8>, serde_json::Value)> = idempotency_keys::table
+            .find((tenant, scope, key))
+            .select((idempotency_keys::request_hash, idempotency_keys::response))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(row.map(|(request_hash, response)| StoredResponse {
+            request_hash,
+            response,
+        }))
     }
 
     /// Records the answer; a concurrent twin that got there first wins, and

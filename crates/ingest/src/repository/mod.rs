@@ -1,6 +1,7 @@
 //! PostgreSQL access for ingest, one file per aggregate. Handlers never
 //! write SQL.
 
+pub mod announcements;
 pub mod api_keys;
 pub mod idempotency;
 pub mod notifications;

@@ -7,9 +7,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::announcements::AnnouncementRow;
 use super::notifications::NotificationRow;
 use super::{Repository, RepositoryError};
-use crate::schema::{idempotency_keys, notifications, suggestion_responses, suggestions};
+use crate::schema::{
+    announcements, idempotency_keys, notifications, suggestion_responses, suggestions,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = suggestions)]
@@ -44,7 +47,6 @@ pub enum CreateOutcome {
     Replayed {
         request_hash: Vec<u8>,
         response: serde_json::Value,
-        answered_at: DateTime<Utc>,
     },
 }
 
@@ -58,6 +60,10 @@ pub struct SuggestionFilter {
 
 pub struct NewResponse<'a> {
     pub id: &'a str,
+    /// The outbox entry announcing the change: its id, and how the updated
+    /// suggestion is written.
+    pub announcement_id: &'a str,
+    pub announce_as: fn(&SuggestionRow) -> serde_json::Value,
     pub action: &'a str,
     pub user_id: &'a str,
     pub note: Option<&'a str>,
@@ -86,6 +92,7 @@ impl Repository {
         tenant: &str,
         rows: &[SuggestionRow],
         notes: &[NotificationRow],
+        announce: &[AnnouncementRow],
         idempotency: Option<IdempotencyRecord<'_>>,
     ) -> Result<CreateOutcome, RepositoryError> {
         let mut conn = self.pool.get().await?;
@@ -103,19 +110,14 @@ impl Repository {
                     .execute(conn)
                     .await?;
                 if inserted == 0 {
-                    let (request_hash, response, answered_at) = idempotency_keys::table
+                    let (request_hash, response) = idempotency_keys::table
                         .find((tenant, rec.scope, rec.key))
-                        .select((
-                            idempotency_keys::request_hash,
-                            idempotency_keys::response,
-                            idempotency_keys::created_at,
-                        ))
+                        .select((idempotency_keys::request_hash, idempotency_keys::response))
                         .first(conn)
                         .await?;
                     return Ok(CreateOutcome::Replayed {
                         request_hash,
                         response,
-                        answered_at,
                     });
                 }
             }
@@ -127,6 +129,12 @@ impl Repository {
             }
             for chunk in notes.chunks(INSERT_CHUNK) {
                 diesel::insert_into(notifications::table)
+                    .values(chunk)
+                    .execute(conn)
+                    .await?;
+            }
+            for chunk in announce.chunks(INSERT_CHUNK) {
+                diesel::insert_into(announcements::table)
                     .values(chunk)
                     .execute(conn)
                     .await?;
@@ -228,6 +236,16 @@ impl Repository {
             .returning(SuggestionRow::as_returning())
             .get_result(conn)
             .await?;
+            diesel::insert_into(announcements::table)
+                .values(AnnouncementRow {
+                    id: response.announcement_id.to_owned(),
+                    tenant_id: tenant.to_owned(),
+                    event: "suggestion.updated".to_owned(),
+                    key: response.id.to_owned(),
+                    data: (response.announce_as)(&suggestion),
+                })
+                .execute(conn)
+                .await?;
             diesel::insert_into(suggestion_responses::table)
                 .values((
                     suggestion_responses::id.eq(response.id),

@@ -13,7 +13,7 @@ use switchboard_proto::TenantId;
 
 use super::auth::require_tenant_key;
 use super::events::idempotency_key;
-use super::{AppState, Endpoint, page, parse_json, publish_problem, repository_problem};
+use super::{AppState, Endpoint, page, parse_json, repository_problem};
 use crate::delivery::deliver_now;
 use crate::domain::fields::{Fields, text};
 use crate::domain::notification::{Preferences, severity_of};
@@ -22,7 +22,8 @@ use crate::domain::suggestion::{
     ACTION_RULE, Action, BATCH_ID_RULE, NewSuggestion, PRIORITY_RULE, Priority, STATUS_RULE,
     Status, USER_ID_RULE, cursor, parse_user_id, valid_agent_type, valid_batch_id,
 };
-use crate::outbound::{announce_suggestions, suggestion_json};
+use crate::outbound::{publish_announcements, suggestion_json};
+use crate::repository::announcements::AnnouncementRow;
 use crate::repository::notifications::NotificationRow;
 use crate::repository::suggestions::{
     CreateOutcome, IdempotencyRecord, NewResponse, RespondOutcome, SuggestionFilter, SuggestionRow,
@@ -97,16 +98,7 @@ async fn create(
             .await
             .map_err(|e| repository_problem("reading an idempotency record", e))?;
         if let Some(s) = stored {
-            let recent = within_dedup_window(&state, s.answered_at);
-            return replayed(
-                &state,
-                &tenant,
-                &request_hash,
-                &s.request_hash,
-                s.response,
-                recent,
-            )
-            .await;
+            return replayed(&request_hash, &s.request_hash, s.response);
         }
     }
 
@@ -130,6 +122,17 @@ async fn create(
         .collect();
     let notes = notifications_for(&state, &tenant, &rows).await?;
     let items: Vec<Value> = rows.iter().map(suggestion_json).collect();
+    let outbox: Vec<AnnouncementRow> = rows
+        .iter()
+        .zip(&items)
+        .map(|(r, v)| AnnouncementRow {
+            id: new_id("ann"),
+            tenant_id: tenant.as_str().to_owned(),
+            event: "suggestion.created".to_owned(),
+            key: r.id.clone(),
+            data: v.clone(),
+        })
+        .collect();
     let response = json!({"batch_id": batch_id, "items": items});
 
     let outcome = state
@@ -138,6 +141,7 @@ async fn create(
             tenant.as_str(),
             &rows,
             &notes,
+            &outbox,
             key.as_deref().map(|k| IdempotencyRecord {
                 scope: IDEMPOTENCY_SCOPE,
                 key: k,
@@ -150,34 +154,13 @@ async fn create(
     if let CreateOutcome::Replayed {
         request_hash: stored_hash,
         response,
-        answered_at,
     } = outcome
     {
-        let recent = within_dedup_window(&state, answered_at);
-        return replayed(
-            &state,
-            &tenant,
-            &request_hash,
-            &stored_hash,
-            response,
-            recent,
-        )
-        .await;
+        return replayed(&request_hash, &stored_hash, response);
     }
     tracing::info!(tenant = %tenant, batch = %batch_id, count = rows.len(), "suggestions stored");
 
-    let announce: Vec<(String, Value)> = rows
-        .iter()
-        .zip(items)
-        .map(|(r, v)| (r.id.clone(), v))
-        .collect();
-    announce_suggestions(&state, &tenant, "suggestion.created", &announce)
-        .await
-        .map_err(|e| {
-            let mut p = publish_problem(e);
-            p.detail = "the suggestions were stored but not all were announced; retry with the same Idempotency-Key to announce them".into();
-            p
-        })?;
+    publish_announcements(&state, &tenant, &outbox).await;
     let due: Vec<String> = notes
         .iter()
         .filter(|n| !n.held)
@@ -187,42 +170,19 @@ async fn create(
     Ok(HttpResponse::Created().json(response))
 }
 
-/// Whether JetStream still deduplicates events published at `at`, so that
-/// announcing them again stores nothing new.
-fn within_dedup_window(state: &AppState, at: chrono::DateTime<chrono::Utc>) -> bool {
-    let window =
-        chrono::Duration::from_std(state.settings.streams.dedup_window).unwrap_or_default();
-    chrono::Utc::now() - at < window
-}
-
-/// A retried batch: the first answer again, and nothing new stored. Within
-/// JetStream's deduplication window the announcements are repeated (with the
-/// same event ids, so stored once), in case the first attempt stopped between
-/// storing and announcing.
-async fn replayed(
-    state: &AppState,
-    tenant: &TenantId,
+/// A retried batch: the first answer again, and nothing new stored (the
+/// first attempt's announcements are in the outbox, published by it or by
+/// the background loop).
+fn replayed(
     request_hash: &[u8],
     stored_hash: &[u8],
     response: Value,
-    reannounce: bool,
 ) -> Result<HttpResponse, Problem> {
     if request_hash != stored_hash {
         return Err(Problem::invalid(
             "Idempotency-Key",
             "was already used for a different request body; use a new key for a new request",
         ));
-    }
-    if reannounce {
-        let items: Vec<(String, Value)> = response["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v.clone())))
-            .collect();
-        announce_suggestions(state, tenant, "suggestion.created", &items)
-            .await
-            .map_err(publish_problem)?;
     }
     Ok(HttpResponse::Created().json(response))
 }
@@ -262,6 +222,7 @@ async fn notifications_for(
             continue;
         }
         let held_until = p.held_until(now);
+        let suggestion = suggestion_json(row);
         notes.push(NotificationRow {
             id: new_id("ntf"),
             tenant_id: tenant.as_str().to_owned(),
@@ -272,8 +233,8 @@ async fn notifications_for(
                 "suggestion_id": row.id,
                 "agent_type": row.agent_type,
                 "priority": row.priority,
-                "estimated_revenue": row.estimated_revenue,
-                "confidence_score": row.confidence_score,
+                "estimated_revenue": suggestion["estimated_revenue"],
+                "confidence_score": suggestion["confidence_score"],
             }),
             held: held_until.is_some(),
             live: p.websocket(),
@@ -391,7 +352,8 @@ fn parse_response(f: &Fields<'_>) -> Result<ValidResponse, Problem> {
 
 enum Applied {
     Updated {
-        response_id: String,
+        /// The outbox entry that announces the change.
+        announcement: AnnouncementRow,
         suggestion: Value,
     },
     Conflict(String),
@@ -409,6 +371,7 @@ async fn apply(
     }
     let allowed: Vec<&str> = r.action.allowed_from().iter().map(|s| s.as_str()).collect();
     let response_id = new_id("rsp");
+    let announcement_id = new_id("ann");
     let outcome = state
         .repo
         .respond(
@@ -418,6 +381,8 @@ async fn apply(
             r.action.target().as_str(),
             NewResponse {
                 id: &response_id,
+                announcement_id: &announcement_id,
+                announce_as: suggestion_json,
                 action: r.action.as_str(),
                 user_id: &r.user_id,
                 note: r.note.as_deref(),
@@ -432,9 +397,16 @@ async fn apply(
                 tenant = %tenant, suggestion = %suggestion.id, from = %from, to = %suggestion.status,
                 "suggestion responded to"
             );
+            let suggestion = suggestion_json(&suggestion);
             Applied::Updated {
-                response_id,
-                suggestion: suggestion_json(&suggestion),
+                announcement: AnnouncementRow {
+                    id: announcement_id,
+                    tenant_id: tenant.as_str().to_owned(),
+                    event: "suggestion.updated".to_owned(),
+                    key: response_id,
+                    data: suggestion.clone(),
+                },
+                suggestion,
             }
         }
         RespondOutcome::Conflict(current) => Applied::Conflict(current),
@@ -465,17 +437,10 @@ async fn respond_one(
     let r = parse_response(&f)?;
     match apply(&state, &tenant, &id, &r).await? {
         Applied::Updated {
-            response_id,
+            announcement,
             suggestion,
         } => {
-            announce_suggestions(
-                &state,
-                &tenant,
-                "suggestion.updated",
-                &[(response_id, suggestion.clone())],
-            )
-            .await
-            .map_err(publish_problem)?;
+            publish_announcements(&state, &tenant, &[announcement]).await;
             Ok(HttpResponse::Ok().json(suggestion))
         }
         Applied::Conflict(current) => Err(conflict(r.action, &id, &current)),
@@ -554,12 +519,12 @@ async fn respond_many(
     for (id, r) in &wanted {
         match apply(&state, &tenant, id, r).await? {
             Applied::Updated {
-                response_id,
+                announcement,
                 suggestion,
             } => {
                 items.push(json!({"id": id, "result": "updated", "status": suggestion["status"], "suggestion": suggestion}));
                 succeeded.push(id.clone());
-                announce.push((response_id, suggestion));
+                announce.push(announcement);
             }
             Applied::Conflict(current) => {
                 items.push(json!({"id": id, "result": "conflict", "status": current, "current_status": current}));
@@ -571,9 +536,7 @@ async fn respond_many(
             }
         }
     }
-    announce_suggestions(&state, &tenant, "suggestion.updated", &announce)
-        .await
-        .map_err(publish_problem)?;
+    publish_announcements(&state, &tenant, &announce).await;
     Ok(HttpResponse::Ok().json(json!({
         "items": items,
         "succeeded": succeeded,

@@ -251,6 +251,12 @@ impl TestApp {
         self._stops.insert(0, stop);
     }
 
+    /// The URL of this app's database (for tests that set up what a crashed
+    /// process would have left behind).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// Starts one more ingest instance on the same database and NATS;
     /// answers its base URL. It runs until the app is dropped.
     pub async fn spawn_extra_ingest(&mut self, clock: ingest::Clock) -> String {

@@ -68,6 +68,8 @@ async fn a_batch_is_announced_in_room_suggestions_and_each_user_sees_only_their_
     let mut imported = suggestion("Imported", None);
     imported["created_at"] = "2026-01-02T03:04:05.678Z".into();
     imported["priority"] = "low".into();
+    imported["estimated_revenue"] = 300.into();
+    imported["confidence_score"] = 1.into();
     let body = app
         .call(
             &t,
@@ -92,14 +94,17 @@ async fn a_batch_is_announced_in_room_suggestions_and_each_user_sees_only_their_
         assert_eq!(s["status"], "pending");
         assert_eq!(s["agent_type"], "revenue_optimizer");
         assert_eq!(s["description"], "Raise the price of the premium plan");
-        assert_eq!(s["estimated_revenue"], 1200.5);
-        assert_eq!(s["confidence_score"], 0.82);
         assert_eq!(s["batch_id"], "run-7");
         assert!(s["created_at"].is_string() && s["updated_at"].is_string());
     }
     assert_eq!(items[0]["user_id"], "u1");
     assert_eq!(items[2]["user_id"], Value::Null);
     assert_eq!(items[2]["priority"], "low");
+    assert_eq!(items[0]["estimated_revenue"], json!(1200.5));
+    assert_eq!(items[0]["confidence_score"], json!(0.82));
+    // Whole numbers come back as posted.
+    assert_eq!(items[2]["estimated_revenue"], json!(300));
+    assert_eq!(items[2]["confidence_score"], json!(1));
     assert!(
         items[2]["created_at"]
             .as_str()
@@ -599,4 +604,59 @@ async fn a_batch_response_answers_for_each_suggestion() {
         .await;
     assert_eq!(status, 422);
     assert_eq!(p["field"], "responses[0].action");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_stored_but_never_announced_is_announced_from_the_outbox() {
+    use ingest::repository::Repository;
+    use ingest::repository::announcements::AnnouncementRow;
+    use ingest::repository::suggestions::SuggestionRow;
+
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let mut c = app
+        .connect(&t, "dash", json!({"suggestions": ["read"]}))
+        .await;
+    join(&mut c, "suggestions").await;
+
+    // What an ingest that died between its commit and its publish leaves
+    // behind: the suggestion and its unpublished announcement.
+    let repo = Repository {
+        pool: switchboard_platform::db::pool(app.database_url(), 2).unwrap(),
+    };
+    let now = chrono::Utc::now();
+    let row = SuggestionRow {
+        id: "sug_orphan".into(),
+        tenant_id: t.id.clone(),
+        batch_id: "b".into(),
+        agent_type: "a".into(),
+        title: "stored, never announced".into(),
+        description: String::new(),
+        estimated_revenue: 1.0,
+        confidence_score: 0.5,
+        priority: "low".into(),
+        user_id: None,
+        status: "pending".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    let data = json!({"id": "sug_orphan", "title": "stored, never announced", "user_id": null});
+    let announcement = AnnouncementRow {
+        id: "ann_orphan".into(),
+        tenant_id: t.id.clone(),
+        event: "suggestion.created".into(),
+        key: "sug_orphan".into(),
+        data: data.clone(),
+    };
+    assert!(matches!(
+        repo.create_suggestions(&t.id, &[row], &[], &[announcement], None)
+            .await
+            .unwrap(),
+        ingest::repository::suggestions::CreateOutcome::Created
+    ));
+
+    // The background loop publishes it once the request's grace is over.
+    let ev = next_event(&mut c, "suggestion.created").await;
+    assert_eq!(ev["data"], data);
+    c.assert_silent(Duration::from_millis(1500)).await;
 }
