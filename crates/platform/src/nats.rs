@@ -319,14 +319,23 @@ pub async fn send_room_event(
     room: &switchboard_proto::RoomName,
     event: &switchboard_proto::pb::RoomEvent,
 ) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
-    use prost::Message as _;
+    send_stored(js, subjects::room_event(tenant, room), event, &event.id).await
+}
+
+/// Sends `message` to a stream's `subject` with `id` as `Nats-Msg-Id` (so a
+/// retry is stored once) and the current trace context, without waiting
+/// for the ack.
+pub async fn send_stored(
+    js: &jetstream::Context,
+    subject: String,
+    message: &impl prost::Message,
+    id: &str,
+) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
     let publish = jetstream::message::PublishMessage::build()
-        .payload(event.encode_to_vec().into())
+        .payload(message.encode_to_vec().into())
         .headers(trace_headers())
-        .message_id(&event.id);
-    Ok(js
-        .send_publish(subjects::room_event(tenant, room), publish)
-        .await?)
+        .message_id(id);
+    Ok(js.send_publish(subject, publish).await?)
 }
 
 /// Stores a domain event in `SB_DOMAIN` on `sb.dom.{tenant}.{name}` and waits
@@ -350,12 +359,5 @@ pub async fn send_domain_event(
     name: &switchboard_proto::EventName,
     event: &switchboard_proto::pb::DomainEvent,
 ) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
-    use prost::Message as _;
-    let publish = jetstream::message::PublishMessage::build()
-        .payload(event.encode_to_vec().into())
-        .headers(trace_headers())
-        .message_id(&event.id);
-    Ok(js
-        .send_publish(subjects::domain(tenant, name), publish)
-        .await?)
+    send_stored(js, subjects::domain(tenant, name), event, &event.id).await
 }

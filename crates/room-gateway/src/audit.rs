@@ -2,10 +2,9 @@
 //! connection audit in analytics. Sent in the background: an audit record
 //! never delays a socket.
 
-use prost::Message as _;
-use switchboard_platform::nats::Bus;
+use switchboard_platform::nats::{Bus, PublishEventError, send_domain_event};
 use switchboard_proto::token::Claims;
-use switchboard_proto::{EventName, pb, subjects};
+use switchboard_proto::{EventName, pb};
 
 /// Where a connection came from, captured at the upgrade.
 #[derive(Debug, Clone)]
@@ -25,14 +24,17 @@ fn publish(bus: &Bus, claims: &Claims, name: &'static str, data: serde_json::Val
         source: "room-gateway".into(),
         ts_unix_ms: chrono::Utc::now().timestamp_millis(),
     };
-    let subject = subjects::domain(&claims.tenant, &name);
     let js = bus.jetstream.clone();
+    let tenant = claims.tenant.clone();
     tokio::spawn(async move {
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload(ev.encode_to_vec().into())
-            .message_id(&ev.id);
-        let sent = async { js.send_publish(subject, publish).await?.await }.await;
-        if let Err(e) = sent {
+        let sent = async {
+            send_domain_event(&js, &tenant, &name, &ev)
+                .await?
+                .await
+                .map_err(Into::into)
+        }
+        .await;
+        if let Err::<_, PublishEventError>(e) = sent {
             tracing::warn!(error = %e, "audit event not stored");
         }
     });

@@ -12,7 +12,9 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use prost::Message as _;
 use serde_json::{Value, json};
 use switchboard_platform::Shutdown;
-use switchboard_platform::nats::{Bus, publish_room_event, trace_headers};
+use switchboard_platform::nats::{
+    Bus, PublishEventError, publish_room_event, send_stored, trace_headers,
+};
 use switchboard_proto::names::{EVENT_FILTER_RULE, EVENT_RULE, EventFilter, ROOM_RULE};
 use switchboard_proto::token::{Claims, Permissions};
 use switchboard_proto::{EventName, RoomName, ids, pb, subjects};
@@ -919,17 +921,16 @@ impl Session {
             key: key.unwrap_or_default(),
             ts_unix_ms: now_ms(),
         };
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload(cmd.encode_to_vec().into())
-            .headers(trace_headers())
-            .message_id(&id);
         let stored = async {
-            self.gw
-                .bus
-                .jetstream
-                .send_publish(subjects::inbox(&tenant, &event), publish)
-                .await?
-                .await
+            send_stored(
+                &self.gw.bus.jetstream,
+                subjects::inbox(&tenant, &event),
+                &cmd,
+                &id,
+            )
+            .await?
+            .await
+            .map_err(PublishEventError::from)
         }
         .await;
         stored.map_err(|e| {
