@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod keycache;
 pub mod outbound;
 pub mod ratelimit;
 pub mod repository;

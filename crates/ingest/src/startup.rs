@@ -16,6 +16,7 @@ use switchboard_platform::{Shutdown, db};
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::keycache::KeyCache;
 use crate::ratelimit::RateLimiter;
 use crate::repository::Repository;
 use crate::routes::{self, AppState};
@@ -56,6 +57,10 @@ impl Application {
             .start(bus.tenants.clone(), background_stop.clone())
             .await
             .context("loading tenants from KV SB_TENANTS")?;
+        let keys = KeyCache::default();
+        keys.follow(&bus.client, background_stop.clone())
+            .await
+            .context("following API key revocations")?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -70,6 +75,7 @@ impl Application {
             clock,
             limiter: Arc::new(RateLimiter::new(tenants.clone())),
             tenants,
+            keys,
         };
         let delivery = tokio::spawn(crate::delivery::run(
             state.clone(),

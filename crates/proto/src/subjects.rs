@@ -54,6 +54,10 @@ pub const DOMAIN_ALL: &str = "sb.dom.>";
 pub const INBOX_ALL: &str = "sb.in.>";
 pub const TASKS_ALL: &str = "sb.task.>";
 
+/// Ingest instances tell each other that an API key was revoked (payload:
+/// the key's SHA-256), so none keeps accepting it from its cache.
+pub const API_KEY_REVOKED: &str = "sb.ctl.apikey.revoked";
+
 /// Key of a presence entry: `{tenant}.{room}.{conn}`.
 pub fn presence_key(tenant: &TenantId, room: &RoomName, conn: &str) -> String {
     format!("{tenant}.{room}.{conn}")

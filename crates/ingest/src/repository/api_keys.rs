@@ -1,5 +1,5 @@
-//! API keys: looked up by hash on every request (no cache, so a revoke takes
-//! effect at once); a revoked key matches nothing.
+//! API keys: looked up by hash (cached by `keycache`, which a revoke
+//! empties on every instance); a revoked key matches nothing.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -77,17 +77,23 @@ impl Repository {
     }
 
     /// Revokes a live key; `false` when the tenant has no such live key.
-    pub async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<bool, RepositoryError> {
+    /// Revokes a live key; its hash, or `None` when there was no such key.
+    pub async fn revoke_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, RepositoryError> {
         let mut conn = self.pool.get().await?;
-        let n = diesel::update(
+        Ok(diesel::update(
             api_keys::table
                 .filter(api_keys::tenant_id.eq(tenant))
                 .filter(api_keys::id.eq(id))
                 .filter(api_keys::revoked_at.is_null()),
         )
         .set(api_keys::revoked_at.eq(diesel::dsl::now))
-        .execute(&mut conn)
-        .await?;
-        Ok(n > 0)
+        .returning(api_keys::key_hash)
+        .get_result(&mut conn)
+        .await
+        .optional()?)
     }
 }

@@ -102,11 +102,12 @@ async fn revoke(
         .revoke_api_key(tenant.as_str(), &id)
         .await
         .map_err(|e| repository_problem("revoking an API key", e))?;
-    if !revoked {
+    let Some(hash) = revoked else {
         return Err(Problem::not_found(format!(
             "tenant '{tenant}' has no live API key '{id}'"
         )));
-    }
+    };
+    state.keys.revoked(&state.bus.client, &hash).await;
     tracing::info!(tenant = %tenant, key = %id, "API key revoked");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -35,8 +35,8 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), Problem>
 
 /// A tenant's API key, which must belong to the tenant of the path, within
 /// the tenant's request rate (`http_rps`; over it, `429` with `Retry-After`).
-/// The key's hash is looked up on every request, so a revoked key is refused
-/// at once.
+/// Owners of keys come from [`crate::keycache`], which a revoke empties on
+/// every instance, so a revoked key is refused at once.
 pub async fn require_tenant_key(
     req: &HttpRequest,
     state: &AppState,
@@ -49,11 +49,19 @@ pub async fn require_tenant_key(
             "missing 'Authorization: Bearer sk_…' header with the tenant's API key",
         ));
     };
-    let owner = state
-        .repo
-        .tenant_of_key(&hash_key(key))
-        .await
-        .map_err(|e| repository_problem("looking up an API key", e))?;
+    let hash = hash_key(key);
+    let owner = match state.keys.get(&hash) {
+        Some(owner) => owner,
+        None => {
+            let owner = state
+                .repo
+                .tenant_of_key(&hash)
+                .await
+                .map_err(|e| repository_problem("looking up an API key", e))?;
+            state.keys.put(&hash, owner.clone());
+            owner
+        }
+    };
     match owner {
         Some(owner) if owner == tenant.as_str() => match state.limiter.check(&tenant) {
             Ok(()) => Ok(tenant),

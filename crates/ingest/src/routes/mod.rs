@@ -27,6 +27,7 @@ use switchboard_platform::tenants::TenantDirectory;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::suggestion::cursor;
+use crate::keycache::KeyCache;
 use crate::ratelimit::RateLimiter;
 use crate::repository::{Repository, RepositoryError};
 
@@ -40,6 +41,7 @@ pub struct AppState {
     pub clock: Clock,
     pub tenants: TenantDirectory,
     pub limiter: Arc<RateLimiter>,
+    pub keys: KeyCache,
 }
 
 /// A database failure as the client sees it: `503` when PostgreSQL cannot be

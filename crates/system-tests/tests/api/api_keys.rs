@@ -170,3 +170,51 @@ async fn over_its_rate_limit_a_tenant_gets_429_with_retry_after() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_revoked_on_one_ingest_is_refused_at_once_by_another_that_had_cached_it() {
+    let mut app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let other = app.spawn_extra_ingest(ingest::Clock::system()).await;
+    let (_, created) = app
+        .call(
+            &t,
+            Method::POST,
+            "/api-keys",
+            Some(json!({"name": "shared"})),
+        )
+        .await;
+    let key = created["api_key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let publish = |base: String| {
+        let http = app.http.clone();
+        let key = key.clone();
+        let url = format!("{base}/v1/tenants/{}/rooms/lobby/events", t.id);
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({"event": "a.b"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The other instance learns (and caches) the key.
+    assert_eq!(publish(other.clone()).await, 201);
+    let (status, _) = app
+        .call(&t, Method::DELETE, &format!("/api-keys/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    // The revocation reaches it over NATS; allow it the time of a round trip.
+    let mut refused = false;
+    for _ in 0..50 {
+        if publish(other.clone()).await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the other instance still accepted the revoked key");
+    assert_eq!(publish(app.ingest.clone()).await, 401);
+}
