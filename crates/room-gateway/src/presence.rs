@@ -41,6 +41,9 @@ pub struct Presence {
     snapshots: Arc<Mutex<HashMap<String, Snapshot>>>,
 }
 
+/// Presence puts in flight at once while refreshing.
+const REFRESH_CHUNK: usize = 256;
+
 /// How long a read of a room's entries answers "is this sub already here".
 const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 
@@ -239,22 +242,25 @@ impl Presence {
                         })
                     })
                     .collect();
-                for (prefix, conn, entry) in batch {
-                    let Ok(value) = serde_json::to_vec(&entry) else {
-                        continue;
-                    };
-                    // Skip entries removed while we were refreshing.
-                    if !this
-                        .mine()
-                        .get(&prefix)
-                        .is_some_and(|m| m.contains_key(&conn))
-                    {
-                        continue;
-                    }
-                    let key = format!("{prefix}{conn}");
-                    if let Err(e) = this.kv.put(&key, value.into()).await {
-                        tracing::warn!(error = %e, "presence refresh failed");
-                        break;
+                // Puts go out in concurrent chunks: at tens of thousands of
+                // connections, one round trip each would not fit the interval.
+                for chunk in batch.chunks(REFRESH_CHUNK) {
+                    let puts = chunk.iter().filter_map(|(prefix, conn, entry)| {
+                        // Skip entries removed while we were refreshing.
+                        let live = this
+                            .mine()
+                            .get(prefix)
+                            .is_some_and(|m| m.contains_key(conn));
+                        let value = serde_json::to_vec(entry).ok()?;
+                        live.then(|| this.kv.put(format!("{prefix}{conn}"), value.into()))
+                    });
+                    let failed = futures_util::future::join_all(puts)
+                        .await
+                        .into_iter()
+                        .filter(Result::is_err)
+                        .count();
+                    if failed > 0 {
+                        tracing::warn!(failed, "presence refresh failed for some entries");
                     }
                 }
             }

@@ -181,13 +181,16 @@ pub async fn run(
     };
 
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    // One future for the whole connection, not a new one per loop turn.
+    let killed = kill.wait();
+    tokio::pin!(killed);
     let mut last_heard = Instant::now();
 
     while matches!(outcome, Flow::Continue) {
         let next_ephemeral = s.next_ephemeral_flush();
         outcome = tokio::select! {
             biased;
-            code = kill.wait() => Flow::Close(code, "slow consumer: outbound queue overflowed"),
+            code = &mut killed => Flow::Close(code, "slow consumer: outbound queue overflowed"),
             _ = shutdown.wait() => {
                 let window = s.gw.settings.drain.as_millis().max(1) as u64;
                 let after_ms = rand::random_range(0..window);
