@@ -24,6 +24,9 @@ pub struct TenantDirectory {
 struct Inner {
     tenants: RwLock<HashMap<TenantId, Arc<TenantConfig>>>,
     loaded: AtomicBool,
+    /// The bucket, once `start` ran: read directly for a tenant the watch
+    /// has not delivered yet.
+    store: std::sync::OnceLock<kv::Store>,
 }
 
 impl TenantDirectory {
@@ -34,6 +37,32 @@ impl TenantDirectory {
             .expect("tenant map lock is never poisoned: writers do not panic")
             .get(id)
             .cloned()
+    }
+
+    /// As [`get`](Self::get), but a tenant the watch has not delivered yet
+    /// (created a moment ago) is read from the bucket directly, so a client
+    /// that connects right after its tenant was created is not refused.
+    pub async fn get_or_fetch(&self, id: &TenantId) -> Option<Arc<TenantConfig>> {
+        if let Some(t) = self.get(id) {
+            return Some(t);
+        }
+        let store = self.inner.store.get()?;
+        let value = match store.get(id.as_str()).await {
+            Ok(v) => v?,
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "reading a tenant from SB_TENANTS failed");
+                return None;
+            }
+        };
+        let cfg: TenantConfig = serde_json::from_slice(&value).ok()?;
+        let cfg = Arc::new(cfg);
+        self.inner
+            .tenants
+            .write()
+            .expect("tenant map lock is never poisoned: writers do not panic")
+            .entry(id.clone())
+            .or_insert_with(|| cfg.clone());
+        Some(cfg)
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -66,6 +95,7 @@ impl TenantDirectory {
     /// Loads every tenant, then follows changes until `shutdown`. Returns
     /// once the first load is complete; the watch goes on in the background.
     pub async fn start(&self, store: kv::Store, shutdown: Shutdown) -> Result<(), kv::WatchError> {
+        let _ = self.inner.store.set(store.clone());
         let mut watch = store.watch_with_history(">").await?;
         let pending = store.status().await.map(|s| s.values()).unwrap_or(0);
         if pending == 0 {

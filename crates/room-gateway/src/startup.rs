@@ -156,6 +156,11 @@ async fn connect(
         ));
     }
     let raw = auth::token_from_request(&req).ok_or_else(auth::missing_token)?;
+    // A tenant created a moment ago may not have reached this gateway's
+    // watch yet: read it through before judging the token.
+    if let Ok(tenant) = switchboard_proto::token::peek_tenant(&raw) {
+        gw.tenants.get_or_fetch(&tenant).await;
+    }
     let claims = auth::verify(&raw, &gw.tenants, chrono::Utc::now().timestamp())
         .map_err(|e| auth::refuse(&e))?;
     let limit = gw

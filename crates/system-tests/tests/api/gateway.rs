@@ -642,3 +642,30 @@ async fn connections_are_audited_as_domain_events() {
         <switchboard_proto::pb::DomainEvent as prost::Message>::decode(opened.payload).unwrap();
     assert_eq!(ev.name, "connection.opened");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_can_connect_the_moment_it_is_created() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        let body: Value = app
+            .http
+            .post(format!("{}/v1/admin/tenants", app.ingest))
+            .bearer_auth(&app.admin_token)
+            .json(&json!({"name": "instant"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let t = Tenant {
+            id: body["id"].as_str().unwrap().into(),
+            api_key: body["api_key"].as_str().unwrap().into(),
+            signing_secret: body["signing_secret"].as_str().unwrap().into(),
+        };
+        let mut c = WsClient::connect(&app.ws_url(), &t.token("u", json!({})))
+            .await
+            .expect("no wait for the gateway's watch");
+        assert_eq!(c.next_frame().await["type"], "welcome");
+    }
+}
