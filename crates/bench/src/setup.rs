@@ -38,9 +38,13 @@ pub fn load_env(path: &Path) -> anyhow::Result<SystemEnv> {
             vars.insert(k.to_owned(), unquote(v));
         }
     }
+    // The file describes the system under test and wins: scripts/test
+    // exports SB_NATS_URL for the tests (the machine's NATS), while the
+    // smoke's system runs on a NATS of its own. Other SB_* settings from the
+    // environment (e.g. for the gateways the bench starts) still apply.
     for (k, v) in std::env::vars() {
         if k.starts_with("SB_") {
-            vars.insert(k, v);
+            vars.entry(k).or_insert(v);
         }
     }
     let get = |k: &str| {
