@@ -234,6 +234,28 @@ pub mod cursor {
         let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
         (!id.is_empty()).then(|| (at, id.to_owned()))
     }
+
+    /// A list page, `{"items", "next_cursor"}`, from up to `limit + 1` rows
+    /// read after the previous cursor: the extra row only says whether
+    /// another page follows.
+    pub fn page<T>(
+        mut rows: Vec<T>,
+        limit: i64,
+        position: impl Fn(&T) -> (DateTime<Utc>, &str),
+        to_json: impl Fn(&T) -> serde_json::Value,
+    ) -> serde_json::Value {
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit.max(0) as usize);
+            rows.last().map(|r| {
+                let (at, id) = position(r);
+                encode(at, id)
+            })
+        } else {
+            None
+        };
+        let items: Vec<serde_json::Value> = rows.iter().map(to_json).collect();
+        serde_json::json!({"items": items, "next_cursor": next})
+    }
 }
 
 #[cfg(test)]

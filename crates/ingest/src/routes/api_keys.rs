@@ -75,19 +75,17 @@ async fn list(
 ) -> Result<HttpResponse, Problem> {
     let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
     let (limit, after) = page(&query)?;
-    let mut rows = state
+    let rows = state
         .repo
         .list_api_keys(tenant.as_str(), after, limit + 1)
         .await
         .map_err(|e| repository_problem("listing API keys", e))?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| cursor::encode(r.created_at, &r.id))
-    } else {
-        None
-    };
-    let items: Vec<Value> = rows.iter().map(key_json).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(cursor::page(
+        rows,
+        limit,
+        |r| (r.created_at, r.id.as_str()),
+        key_json,
+    )))
 }
 
 async fn revoke(

@@ -290,19 +290,17 @@ async fn list(
             })
             .transpose()?,
     };
-    let mut rows = state
+    let rows = state
         .repo
         .list_suggestions(tenant.as_str(), &filter, after, limit + 1)
         .await
         .map_err(|e| repository_problem("listing suggestions", e))?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| cursor::encode(r.created_at, &r.id))
-    } else {
-        None
-    };
-    let items: Vec<Value> = rows.iter().map(suggestion_json).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(cursor::page(
+        rows,
+        limit,
+        |r| (r.created_at, r.id.as_str()),
+        suggestion_json,
+    )))
 }
 
 async fn get_one(
