@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::notifications::DeliverError;
+use super::notifications::{DeliverError, publish_claimed};
 use super::{Repository, RepositoryError};
 use crate::schema::announcements;
 
@@ -63,18 +63,7 @@ impl Repository {
                 .skip_locked()
                 .load(conn)
                 .await?;
-            let mut done = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id = row.id.clone();
-                match publish(row).await {
-                    Ok(()) => done.push(id),
-                    Err(e) if done.is_empty() => return Err(DeliverError::Publish(e)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "announcement publish failed; retried later");
-                        break;
-                    }
-                }
-            }
+            let done = publish_claimed(rows, |r| r.id.clone(), &publish, "announcement").await?;
             diesel::update(a::announcements.filter(a::id.eq_any(&done)))
                 .set(a::published_at.eq(diesel::dsl::now))
                 .execute(conn)

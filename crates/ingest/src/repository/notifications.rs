@@ -51,6 +51,36 @@ impl<E: std::error::Error + 'static> From<diesel::result::Error> for DeliverErro
     }
 }
 
+/// Publishes rows claimed with `FOR UPDATE SKIP LOCKED`, in order, and
+/// answers the ids published. A failure on the first row is an error
+/// (nothing was done); a later one stops the round, and the rows left stay
+/// claimable for the next.
+pub(super) async fn publish_claimed<R, E, F, Fut>(
+    rows: Vec<R>,
+    id: impl Fn(&R) -> String,
+    publish: &F,
+    what: &str,
+) -> Result<Vec<String>, DeliverError<E>>
+where
+    E: std::error::Error + 'static,
+    F: Fn(R) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
+        let row_id = id(&row);
+        match publish(row).await {
+            Ok(()) => done.push(row_id),
+            Err(e) if done.is_empty() => return Err(DeliverError::Publish(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} publish failed; retried later");
+                break;
+            }
+        }
+    }
+    Ok(done)
+}
+
 impl Repository {
     pub async fn preferences(
         &self,
@@ -161,18 +191,7 @@ impl Repository {
                         .await?
                 }
             };
-            let mut done = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id = row.id.clone();
-                match publish(row).await {
-                    Ok(()) => done.push(id),
-                    Err(e) if done.is_empty() => return Err(DeliverError::Publish(e)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "notification publish failed; retried later");
-                        break;
-                    }
-                }
-            }
+            let done = publish_claimed(rows, |r| r.id.clone(), &publish, "notification").await?;
             diesel::update(n::notifications.filter(n::id.eq_any(&done)))
                 .set(n::delivered_at.eq(now))
                 .execute(conn)
