@@ -36,6 +36,18 @@ async fn connect_to(port: u16, token: &str) -> WsClient {
     c
 }
 
+/// A gateway's `GET /v1/stats`.
+async fn gateway_stats(app: &TestApp, port: u16) -> Value {
+    app.http
+        .get(format!("http://127.0.0.1:{port}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn post(app: &TestApp, t: &Tenant, room: &str, event: &str, data: Value) -> Value {
     let res = app
         .post_event(t, room, json!({"event": event, "data": data}))
@@ -173,15 +185,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_a_fast_one_gets_eve
         .expect("the fast client is not held back")
         .unwrap();
     assert_eq!(slow.closed_with().await, Some(4008));
-    let stats: Value = app
-        .http
-        .get(format!("http://127.0.0.1:{port}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = gateway_stats(&app, port).await;
     assert!(
         stats["slow_consumer_closes"].as_u64().unwrap() >= 1,
         "{stats}"
@@ -552,15 +556,7 @@ async fn live_events_lost_on_core_nats_are_healed_from_jetstream_before_delivery
         prev = ev["seq"].as_u64().unwrap();
     }
     c.assert_silent(Duration::from_millis(300)).await;
-    let stats: Value = app
-        .http
-        .get(format!("http://127.0.0.1:{port}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = gateway_stats(&app, port).await;
     assert!(stats["gaps_healed"].as_u64().unwrap() >= 1, "{stats}");
 }
 
