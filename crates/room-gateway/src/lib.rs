@@ -26,6 +26,8 @@ pub mod session;
 pub mod slots;
 pub mod startup;
 pub mod tenants;
+pub mod upgrade;
+pub mod wire;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{consumer, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_platform::Shutdown;
@@ -177,28 +177,52 @@ impl Presence {
             .any(|e| e.sub == sub && *e.gateway != *self.gateway && e.expires_at_ms > now))
     }
 
-    /// The room's live entries, on every gateway.
+    /// The room's live entries, on every gateway: the last value of each of
+    /// the room's keys, from one short-lived ordered consumer. A room of
+    /// hundreds of members costs a few requests, not a `get` per member.
     pub async fn entries(
         &self,
         tenant: &TenantId,
         room: &RoomName,
     ) -> Result<Vec<Entry>, async_nats::Error> {
-        let prefix = format!("$KV.{}.", subjects::PRESENCE_BUCKET);
-        let filter = format!("{prefix}{tenant}.{room}.*");
-        let mut subjects = self.kv.stream.info_with_subjects(&filter).await?;
-        let now = now_ms();
-        let mut out = Vec::new();
-        while let Some(next) = subjects.next().await {
-            let (subject, _) = next?;
-            let key = subject.trim_start_matches(&prefix).to_owned();
-            if let Some(v) = self.kv.get(key).await?
-                && let Ok(e) = serde_json::from_slice::<Entry>(&v)
-                && e.expires_at_ms > now
-            {
-                out.push(e);
+        let stream = &self.kv.stream;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET),
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await?;
+        let name = consumer.cached_info().name.clone();
+        let keys = consumer.cached_info().num_pending;
+        let read = async {
+            let now = now_ms();
+            let mut out = Vec::new();
+            if keys == 0 {
+                return Ok::<_, async_nats::Error>(out);
             }
-        }
-        Ok(out)
+            let mut messages = consumer.messages().await?;
+            while let Some(msg) = messages.next().await {
+                let msg = msg?;
+                let left = msg.info()?.pending;
+                // A deleted key's last message is an empty tombstone.
+                if let Ok(e) = serde_json::from_slice::<Entry>(&msg.payload)
+                    && e.expires_at_ms > now
+                {
+                    out.push(e);
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok(out)
+        };
+        let result = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| Err("reading the room's presence entries timed out".into()));
+        // Ordered consumers linger for their inactivity threshold; ours goes now.
+        let _ = stream.delete_consumer(&name).await;
+        result
     }
 
     /// Members grouped by `sub`, each with its number of connections.

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
 use prost::Message as _;
 use serde_json::{Value, json};
 use switchboard_platform::Shutdown;
@@ -28,6 +27,7 @@ use crate::hub::{ConnHandle, ConnId, RoomHub};
 use crate::presence::Presence;
 use crate::slots::{ConnectionSlots, Slot};
 use crate::tenants::TenantDirectory;
+use crate::wire::{self, Incoming, ReadError, WsReader, WsWriter};
 
 /// Bad messages in a row after which the connection is closed with 4000.
 const ABUSE_LIMIT: u32 = 20;
@@ -95,7 +95,7 @@ struct Session {
     gw: Arc<Gateway>,
     claims: Claims,
     conn: ConnHandle,
-    ws: actix_ws::Session,
+    ws: WsWriter,
     rooms: HashMap<RoomName, ()>,
     bad_in_a_row: u32,
     /// `None`: the tenant has no message limit.
@@ -127,9 +127,9 @@ pub async fn run(
     gw: Arc<Gateway>,
     claims: Claims,
     meta: ConnMeta,
-    _slot: Slot,
-    ws: actix_ws::Session,
-    mut stream: AggregatedMessageStream,
+    slot: Slot,
+    ws: WsWriter,
+    mut stream: WsReader,
 ) {
     let (conn, mut rx, kill) = ConnHandle::new(new_conn_id(), gw.settings.outbound_queue);
     let heartbeat = gw.settings.heartbeat;
@@ -197,37 +197,39 @@ pub async fn run(
                 s.send(&json!({"type": "reconnect", "reason": "draining", "after_ms": after_ms})).await;
                 Flow::Close(close::RESTART, "gateway draining")
             }
-            frame = rx.recv() => match frame {
+            // A client this far behind takes nothing more from its queue:
+            // the queue fills and the hub cuts it off (4008).
+            frame = rx.recv(), if !s.ws.backed_up() => match frame {
                 // Write what is queued in one go before looking at anything
-                // else: fewer wake-ups per frame under load.
-                Some(first) => s.write_queued(first, &mut rx).await,
+                // else: one system call for many frames under load.
+                Some(first) => s.write_queued(first, &mut rx),
                 None => Flow::Continue,
             },
-
+            flushed = s.ws.flush_some(), if s.ws.has_pending() => match flushed {
+                Ok(()) => Flow::Continue,
+                Err(wire::Closed) => Flow::Close(close::NORMAL, ""),
+            },
             msg = stream.recv() => {
                 last_heard = Instant::now();
                 match msg {
-                    Some(Ok(AggregatedMessage::Text(text))) => {
+                    Some(Ok(Incoming::Text(text))) => {
                         s.gw.hub.metrics().frames_in.inc();
                         // Boxed: handling a message (join, replay…) needs far
                         // more state than an idle connection should carry.
                         Box::pin(s.on_text(&text)).await
                     }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                    Some(Ok(Incoming::Binary)) => {
                         s.bad(None, ErrorFrame::new(ErrorCode::BadRequest,
                             "binary frames are not part of the protocol: send JSON text frames")).await
                     }
-                    Some(Ok(AggregatedMessage::Ping(p))) => {
-                        let _ = s.ws.pong(&p).await;
+                    Some(Ok(Incoming::Ping(p))) => {
+                        let _ = s.ws.pong(&p);
                         Flow::Continue
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => Flow::Continue,
-                    Some(Ok(AggregatedMessage::Close(_))) | None => Flow::Close(close::NORMAL, ""),
-                    Some(Err(ProtocolError::Overflow)) => Flow::Close(close::TOO_BIG, "frame larger than max_frame_bytes"),
-                    Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation") => {
-                        Flow::Close(close::TOO_BIG, "message larger than max_frame_bytes")
-                    }
-                    Some(Err(e)) => {
+                    Some(Ok(Incoming::Pong)) => Flow::Continue,
+                    Some(Ok(Incoming::Close)) | None => Flow::Close(close::NORMAL, ""),
+                    Some(Err(ReadError::TooBig)) => Flow::Close(close::TOO_BIG, "message larger than max_frame_bytes"),
+                    Some(Err(ReadError::Protocol(e))) => {
                         tracing::debug!(conn = %s.conn.id, error = %e, "protocol error");
                         Flow::Close(1002, "protocol error")
                     }
@@ -236,7 +238,7 @@ pub async fn run(
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 2 {
                     Flow::Close(close::NORMAL, "heartbeat timeout: nothing heard for two intervals")
-                } else if s.ws.ping(b"").await.is_err() {
+                } else if s.ws.ping(b"").is_err() {
                     Flow::Close(close::NORMAL, "")
                 } else {
                     Flow::Continue
@@ -264,12 +266,13 @@ pub async fn run(
     }
     s.gw.hub.metrics().connections.dec();
     audit::closed(&s.gw.bus, &s.claims, &s.conn.id, &meta, code);
-    let reason = CloseReason {
-        code: CloseCode::from(code),
-        description: (!reason.is_empty()).then(|| reason.to_owned()),
-    };
-    let _ = s.ws.close(Some(reason)).await;
+    // The connection no longer counts against the tenant's limit while a
+    // slow client's backlog and close frame drain.
+    drop(slot);
+    s.ws.close(code, reason).await;
     tracing::debug!(conn = %s.conn.id, code, "closed");
+    drop(s);
+    stream.linger().await;
 }
 
 fn field<'a>(env: &'a Envelope, name: &str) -> Option<&'a Value> {
@@ -281,23 +284,25 @@ fn now_ms() -> i64 {
 }
 
 impl Session {
-    /// Writes `first` and whatever else is already queued, up to a batch.
-    async fn write_queued(
-        &mut self,
-        first: Frame,
-        rx: &mut tokio::sync::mpsc::Receiver<Frame>,
-    ) -> Flow {
-        const BATCH: usize = 64;
-        if self.ws.text(first).await.is_err() {
-            return Flow::Close(close::NORMAL, "");
-        }
-        for _ in 1..BATCH {
+    /// Writes `first` and whatever else is already queued (up to a batch)
+    /// with one system call.
+    fn write_queued(&mut self, first: Frame, rx: &mut tokio::sync::mpsc::Receiver<Frame>) -> Flow {
+        let mut batch: [Option<Frame>; wire::MAX_BATCH] = [const { None }; wire::MAX_BATCH];
+        batch[0] = Some(first);
+        let mut n = 1;
+        while n < wire::MAX_BATCH {
             let Ok(next) = rx.try_recv() else { break };
-            if self.ws.text(next).await.is_err() {
-                return Flow::Close(close::NORMAL, "");
-            }
+            batch[n] = Some(next);
+            n += 1;
         }
-        Flow::Continue
+        let mut texts: [&[u8]; wire::MAX_BATCH] = [&[]; wire::MAX_BATCH];
+        for (t, f) in texts.iter_mut().zip(batch.iter().flatten()) {
+            *t = AsRef::<[u8]>::as_ref(f);
+        }
+        match self.ws.push_texts(&texts[..n]) {
+            Ok(()) => Flow::Continue,
+            Err(wire::Closed) => Flow::Close(close::NORMAL, ""),
+        }
     }
 
     async fn send(&mut self, v: &Value) -> bool {

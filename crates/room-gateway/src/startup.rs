@@ -5,22 +5,26 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_codec::Framed;
+use actix_http::{HttpService, Request, h1};
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::{App, HttpRequest, HttpResponse, web};
 use anyhow::Context as _;
 use switchboard_platform::http::{self, Readiness};
 use switchboard_platform::metrics::{Registry, SharedRegistry};
 use switchboard_platform::nats::{self, Bus};
 use switchboard_platform::{Problem, Shutdown, shutdown};
+use tokio::net::TcpStream;
 
-use crate::audit::ConnMeta;
-use crate::auth;
 use crate::config::Settings;
 use crate::hub::{HubLimits, LiveDrops, RoomHub};
 use crate::metrics::GatewayMetrics;
 use crate::presence::Presence;
-use crate::session::{self, Gateway};
+use crate::session::Gateway;
 use crate::slots::ConnectionSlots;
 use crate::tenants::TenantDirectory;
+use crate::upgrade;
 
 pub struct Application {
     port: u16,
@@ -91,18 +95,32 @@ impl Application {
         gateway.presence.spawn_refresher(gateway.shutdown.clone());
         let data = web::Data::new(gateway.clone());
         let drain_secs = gateway.settings.drain.as_secs();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .configure(|cfg| http::operational_routes(cfg, readiness.clone(), registry.clone()))
-                .route("/v1/ws", web::get().to(connect))
-                .route("/v1/stats", web::get().to(stats))
-                .default_service(web::to(http::not_found))
-        })
-        .disable_signals()
-        .shutdown_timeout(drain_secs + 1)
-        .listen(listener)?
-        .run();
+        // actix-web's routes, served by actix-http with an upgrade service:
+        // WebSocket upgrades leave the HTTP layer with their socket
+        // (`upgrade`, `wire`), everything else is an ordinary request.
+        let server = actix_server::Server::build()
+            .disable_signals()
+            .shutdown_timeout(drain_secs + 1)
+            .listen("room-gateway", listener, move || {
+                let app = App::new()
+                    .app_data(data.clone())
+                    .configure(|cfg| {
+                        http::operational_routes(cfg, readiness.clone(), registry.clone())
+                    })
+                    .route(upgrade::PATH, web::get().to(not_upgraded))
+                    .route("/v1/stats", web::get().to(stats))
+                    .default_service(web::to(http::not_found));
+                let gw = Arc::new((**data).clone());
+                HttpService::build()
+                    .upgrade(fn_service(
+                        move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                            upgrade::serve(gw.clone(), req, framed)
+                        },
+                    ))
+                    .h1(map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
         Ok(Self {
             port,
             server,
@@ -132,8 +150,11 @@ impl Application {
         }
         let _ = stopped.await;
         let _ = server.await;
-        if let Err(e) = self.gateway.bus.client.drain().await {
-            tracing::warn!(error = %e, "draining NATS failed");
+        // With NATS gone, draining the client would wait forever.
+        match tokio::time::timeout(Duration::from_secs(5), self.gateway.bus.client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "draining NATS failed"),
+            Err(_) => tracing::warn!("draining NATS timed out; exiting anyway"),
         }
         Ok(())
     }
@@ -144,67 +165,11 @@ async fn stats(gw: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok().json(gw.hub.metrics().stats())
 }
 
-/// `GET /v1/ws`: authenticate, upgrade, hand the socket to a session task.
-async fn connect(
-    req: HttpRequest,
-    body: web::Payload,
-    gw: web::Data<Gateway>,
-) -> Result<HttpResponse, Problem> {
-    if gw.shutdown.is_fired() {
-        return Err(Problem::unavailable(
-            "this gateway is draining; connect to another",
-        ));
-    }
-    let raw = auth::token_from_request(&req).ok_or_else(auth::missing_token)?;
-    // A tenant created a moment ago may not have reached this gateway's
-    // watch yet: read it through before judging the token.
-    if let Ok(tenant) = switchboard_proto::token::peek_tenant(&raw) {
-        gw.tenants.get_or_fetch(&tenant).await;
-    }
-    let claims = auth::verify(&raw, &gw.tenants, chrono::Utc::now().timestamp())
-        .map_err(|e| auth::refuse(&e))?;
-    let limit = gw
-        .tenants
-        .get(&claims.tenant)
-        .map(|t| t.limits.connections)
-        .unwrap_or(0);
-    let slot = gw.slots.acquire(&claims.tenant, limit).ok_or_else(|| {
-        Problem::too_many_requests(
-            format!(
-                "tenant '{}' is at its limit of {limit} connections",
-                claims.tenant
-            ),
-            5,
-        )
-    })?;
-    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[auth::SUBPROTOCOL])
-        .map_err(|e| Problem::bad_request(format!("not a WebSocket upgrade: {e}")))?;
-    let max = gw.settings.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
-    let meta = ConnMeta {
-        ip: req
-            .connection_info()
-            .realip_remote_addr()
-            .unwrap_or_default()
-            .to_owned(),
-        user_agent: req
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        opened_at_ms: chrono::Utc::now().timestamp_millis(),
-    };
-    actix_web::rt::spawn(session::run(
-        gw.into_inner(),
-        claims,
-        meta,
-        slot,
-        ws,
-        stream,
-    ));
-    Ok(response)
+/// `GET /v1/ws` without `Upgrade: websocket` (upgrades never reach the
+/// routes; `upgrade::serve` takes them): the same checks, then `400`.
+async fn not_upgraded(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, Problem> {
+    let _ = upgrade::admit(&gw, req.headers(), req.query_string()).await?;
+    Err(Problem::bad_request(
+        "not a WebSocket upgrade: send Connection: upgrade and Upgrade: websocket",
+    ))
 }

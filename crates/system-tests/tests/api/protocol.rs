@@ -148,3 +148,37 @@ async fn two_gateways_deliver_the_same_events_in_the_same_order() {
         }
     }
 }
+
+/// A message sent in fragments (RFC 6455 continuation frames) counts as one
+/// message; fragments that add up to more than `max_frame_bytes` close 1009.
+#[tokio::test(flavor = "multi_thread")]
+async fn fragmented_messages_are_joined_and_bounded() {
+    use switchboard_test_support::tungstenite::protocol::frame::Frame;
+    use switchboard_test_support::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let mut c = app.connect(&t, "u1", json!({"lobby": ["read"]})).await;
+    let fragment = |text: &str, op: Data, fin: bool| {
+        Message::Frame(Frame::message(text.to_owned(), OpCode::Data(op), fin))
+    };
+    c.send_raw(fragment(r#"{"op":"join","#, Data::Text, false))
+        .await
+        .unwrap();
+    c.send_raw(fragment(r#""room":"lobby","#, Data::Continue, false))
+        .await
+        .unwrap();
+    c.send_raw(fragment(r#""id":7}"#, Data::Continue, true))
+        .await
+        .unwrap();
+    let joined = c.next_frame().await;
+    assert_eq!(
+        (joined["type"].as_str(), joined["ref"].as_i64()),
+        (Some("joined"), Some(7))
+    );
+
+    let part = "x".repeat(40_000);
+    let _ = c.send_raw(fragment(&part, Data::Text, false)).await;
+    let _ = c.send_raw(fragment(&part, Data::Continue, true)).await;
+    assert_eq!(c.closed_with().await, Some(1009));
+}
