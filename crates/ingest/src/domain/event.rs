@@ -48,30 +48,30 @@ pub struct ValidEvent {
 }
 
 impl ValidEvent {
-    /// `prefix` names where the fields sit (`""` or `events[3].`), so errors
-    /// point at the exact field.
+    /// `index` is the event's place in a batch (`None` for a single event),
+    /// so errors point at the exact field (`event`, `events[3].event`).
     pub fn parse(
-        prefix: &str,
+        index: Option<usize>,
         room: &str,
         event: &str,
         data: &serde_json::Value,
         source: Option<&str>,
         max_data_bytes: usize,
     ) -> Result<Self, Problem> {
-        let room_field = if prefix.is_empty() {
-            "room".to_owned()
-        } else {
-            format!("{prefix}room")
+        // Field names are formatted only on failure: a batch checks
+        // thousands of events per second.
+        let field = |name: &str| match index {
+            None => name.to_owned(),
+            Some(i) => format!("events[{i}].{name}"),
         };
         let room = RoomName::parse(room)
-            .map_err(|e| Problem::invalid(room_field, format!("must match {}", e.rule)))?;
-        let event = EventName::parse(event).map_err(|e| {
-            Problem::invalid(format!("{prefix}event"), format!("must match {}", e.rule))
-        })?;
+            .map_err(|e| Problem::invalid(field("room"), format!("must match {}", e.rule)))?;
+        let event = EventName::parse(event)
+            .map_err(|e| Problem::invalid(field("event"), format!("must match {}", e.rule)))?;
         let data = serde_json::to_vec(data).expect("a JSON value always serializes");
         if data.len() > max_data_bytes {
             return Err(Problem::invalid(
-                format!("{prefix}data"),
+                field("data"),
                 format!(
                     "must be at most {max_data_bytes} bytes of JSON (was {})",
                     data.len()
@@ -81,7 +81,7 @@ impl ValidEvent {
         let source = match source {
             None => "api".to_owned(),
             Some(s) if !s.is_empty() && s.chars().count() <= 128 => s.to_owned(),
-            Some(_) => return Err(Problem::invalid(format!("{prefix}source"), SOURCE_RULE)),
+            Some(_) => return Err(Problem::invalid(field("source"), SOURCE_RULE)),
         };
         Ok(Self {
             room,

@@ -43,6 +43,46 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
     }
 }
 
+/// The answer for one stored event, in the single answer and in a batch's
+/// `items`.
+#[derive(serde::Serialize)]
+struct Stored {
+    id: String,
+    seq: u64,
+}
+
+#[derive(serde::Serialize)]
+struct StoredBatch {
+    items: Vec<Stored>,
+}
+
+/// Sends `answer` as `201`; with an idempotency key, records it first so a
+/// retry gets it again.
+async fn answer_stored(
+    state: &AppState,
+    tenant: &TenantId,
+    scope: &str,
+    key: Option<&str>,
+    body: &[u8],
+    answer: &impl serde::Serialize,
+) -> Result<HttpResponse, Problem> {
+    if let Some(key) = key {
+        let value = serde_json::to_value(answer).expect("an answer always serializes");
+        state
+            .repo
+            .remember_response(
+                tenant.as_str(),
+                scope,
+                key,
+                &secrets::request_hash(body),
+                &value,
+            )
+            .await
+            .map_err(|e| repository_problem("storing an idempotency record", e))?;
+    }
+    Ok(HttpResponse::Created().json(answer))
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -80,30 +120,6 @@ async fn replay(
     }
 }
 
-async fn remember(
-    state: &AppState,
-    tenant: &TenantId,
-    scope: &str,
-    key: Option<&str>,
-    body: &[u8],
-    response: &serde_json::Value,
-) -> Result<(), Problem> {
-    if let Some(key) = key {
-        state
-            .repo
-            .remember_response(
-                tenant.as_str(),
-                scope,
-                key,
-                &secrets::request_hash(body),
-                response,
-            )
-            .await
-            .map_err(|e| repository_problem("storing an idempotency record", e))?;
-    }
-    Ok(())
-}
-
 async fn publish_one(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -115,7 +131,7 @@ async fn publish_one(
     let key = idempotency_key(&req)?;
     let input: NewEvent = parse_json(&body)?;
     let valid = ValidEvent::parse(
-        "",
+        None,
         &room,
         &input.event,
         &input.data,
@@ -156,9 +172,11 @@ async fn publish_one(
         .map_err(publish_problem)?
         .await
         .map_err(|e| publish_problem(e.into()))?;
-    let response = json!({"id": id, "seq": ack.sequence});
-    remember(&state, &tenant, &scope, key.as_deref(), &body, &response).await?;
-    Ok(HttpResponse::Created().json(response))
+    let answer = Stored {
+        id,
+        seq: ack.sequence,
+    };
+    answer_stored(&state, &tenant, &scope, key.as_deref(), &body, &answer).await
 }
 
 async fn publish_batch(
@@ -184,7 +202,7 @@ async fn publish_batch(
         .enumerate()
         .map(|(i, e)| {
             ValidEvent::parse(
-                &format!("events[{i}]."),
+                Some(i),
                 &e.room,
                 &e.event,
                 &e.data,
@@ -216,9 +234,11 @@ async fn publish_batch(
     let mut items = Vec::with_capacity(pending.len());
     for (id, ack) in pending {
         let ack = ack.await.map_err(|e| publish_problem(e.into()))?;
-        items.push(json!({"id": id, "seq": ack.sequence}));
+        items.push(Stored {
+            id,
+            seq: ack.sequence,
+        });
     }
-    let response = json!({"items": items});
-    remember(&state, &tenant, scope, key.as_deref(), &body, &response).await?;
-    Ok(HttpResponse::Created().json(response))
+    let answer = StoredBatch { items };
+    answer_stored(&state, &tenant, scope, key.as_deref(), &body, &answer).await
 }

@@ -113,11 +113,15 @@ impl Endpoint {
 }
 
 /// Every endpoint of ingest's API (operational ones are in the platform).
+///
+/// The router tries routes in this order, running each dynamic path's regex
+/// until one matches, so the hot path (events) comes first: behind the other
+/// resources it spent about 15% of ingest's CPU failing their regexes.
 pub fn endpoints() -> Vec<Endpoint> {
     [
+        events::endpoints(),
         admin::endpoints(),
         api_keys::endpoints(),
-        events::endpoints(),
         notifications::endpoints(),
         openapi::endpoints(),
         room_state::endpoints(),

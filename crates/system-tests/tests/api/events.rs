@@ -182,6 +182,55 @@ async fn the_same_idempotency_key_twice_stores_one_event() {
     c.assert_silent(Duration::from_millis(500)).await;
 }
 
+/// JetStream's deduplication forgets an event id after `SB_DEDUP_WINDOW`;
+/// from then on only the idempotency record can answer a retry. The record is
+/// written here as it would be for a request answered long ago whose event id
+/// JetStream no longer remembers (so a publish would store it again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_older_than_the_dedup_window_gets_the_recorded_answer_and_stores_nothing() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let mut c = app.connect(&t, "u1", json!({"lobby": ["read"]})).await;
+    join(&mut c, "lobby").await;
+    let body = r#"{"event":"order.paid","data":{"total":10}}"#;
+    let first = json!({"id": "evt_answered_long_ago", "seq": 4242});
+    let repo = ingest::repository::Repository {
+        pool: switchboard_platform::db::pool(app.database_url(), 1).unwrap(),
+    };
+    repo.remember_response(
+        &t.id,
+        "room:lobby",
+        "order-old",
+        &ingest::domain::secrets::request_hash(body.as_bytes()),
+        &first,
+    )
+    .await
+    .unwrap();
+
+    let post = |body: &'static str| {
+        app.http
+            .post(format!(
+                "{}/v1/tenants/{}/rooms/lobby/events",
+                app.ingest, t.id
+            ))
+            .bearer_auth(&t.api_key)
+            .header("Idempotency-Key", "order-old")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let again = post(body).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    c.assert_silent(Duration::from_millis(500)).await;
+
+    let other = post(r#"{"event":"order.paid","data":{"total":11}}"#)
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
+    c.assert_silent(Duration::from_millis(300)).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_http_input_gets_a_problem_naming_the_field() {
     let app = spawn_app().await;
