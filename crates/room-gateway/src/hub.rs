@@ -4,7 +4,7 @@
 //! same bytes are offered to every member's bounded queue; a full queue cuts
 //! that member off (4008) and never delays the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use prost::Message as _;
 use switchboard_proto::names::EventFilter;
 use switchboard_proto::{RoomName, TenantId, pb, subjects};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::frames::{Frame, close, event_frame};
 use crate::history::{Entry, FetchError, History, chain_entries, fetch_range, last_seq};
@@ -25,17 +25,32 @@ pub type ConnId = Arc<str>;
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    tx: mpsc::Sender<Frame>,
-    kill: Arc<Kill>,
+    outbox: Arc<Outbox>,
 }
 
-#[derive(Default)]
-pub struct Kill {
+/// A connection's bounded outbound queue and its kill switch, shared by the
+/// hub (which offers frames) and the session (which writes them). One
+/// allocation per connection; the queue holds no memory until a frame comes,
+/// and gives it back after a burst.
+pub struct Outbox {
+    queue: Mutex<VecDeque<Frame>>,
+    cap: usize,
+    /// Wakes the session when frames were queued.
+    queued: Notify,
     code: AtomicU16,
-    notify: Notify,
+    killed: Notify,
 }
 
-impl Kill {
+/// Queue capacity kept after draining; more is given back.
+const KEEP_CAPACITY: usize = 8;
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Frame>> {
+        self.queue
+            .lock()
+            .expect("outbox lock is never poisoned: no code panics while holding it")
+    }
+
     /// Asks the session to close with `code`; the first reason wins.
     pub fn fire(&self, code: u16) {
         if self
@@ -43,52 +58,80 @@ impl Kill {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.killed.notify_one();
         }
     }
 
     /// Resolves with the close code once fired.
-    pub async fn wait(&self) -> u16 {
+    pub async fn killed(&self) -> u16 {
         loop {
             let code = self.code.load(Ordering::Acquire);
             if code != 0 {
                 return code;
             }
-            self.notify.notified().await;
+            self.killed.notified().await;
         }
+    }
+
+    /// Resolves when frames may be queued (a wake-up can find none).
+    pub async fn queued(&self) {
+        self.queued.notified().await;
+    }
+
+    /// Moves up to `out.len()` queued frames into `out`; how many.
+    pub fn take(&self, out: &mut [Option<Frame>]) -> usize {
+        let mut q = self.lock();
+        let n = q.len().min(out.len());
+        for (slot, frame) in out.iter_mut().zip(q.drain(..n)) {
+            *slot = Some(frame);
+        }
+        if q.is_empty() && q.capacity() > KEEP_CAPACITY {
+            *q = VecDeque::new();
+        }
+        n
     }
 }
 
 impl ConnHandle {
-    pub fn new(id: ConnId, queue: usize) -> (Self, mpsc::Receiver<Frame>, Arc<Kill>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let kill = Arc::new(Kill::default());
-        (
-            Self {
-                id,
-                tx,
-                kill: kill.clone(),
-            },
-            rx,
-            kill,
-        )
+    pub fn new(id: ConnId, queue: usize) -> Self {
+        Self {
+            id,
+            outbox: Arc::new(Outbox {
+                queue: Mutex::new(VecDeque::new()),
+                cap: queue.max(1),
+                queued: Notify::new(),
+                code: AtomicU16::new(0),
+                killed: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
     }
 
     /// Queues a frame; a full queue cuts the connection off.
     fn offer(&self, frame: &Frame, metrics: &GatewayMetrics) {
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => {
-                metrics.frames_out.inc();
+        let o = &*self.outbox;
+        let queued = {
+            let mut q = o.lock();
+            if q.len() < o.cap {
+                q.push_back(frame.clone());
+                true
+            } else {
+                false
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kill.code.load(Ordering::Acquire) == 0 {
-                    metrics.slow_consumer_closes.inc();
-                    tracing::warn!(conn = %self.id, "slow consumer: outbound queue full, closing with 4008");
-                }
-                self.kill.fire(close::SLOW_CONSUMER);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        };
+        if queued {
+            metrics.frames_out.inc();
+            o.queued.notify_one();
+            return;
         }
+        if o.code.load(Ordering::Acquire) == 0 {
+            metrics.slow_consumer_closes.inc();
+            tracing::warn!(conn = %self.id, "slow consumer: outbound queue full, closing with 4008");
+        }
+        o.fire(close::SLOW_CONSUMER);
     }
 }
 

@@ -23,7 +23,7 @@ use crate::audit::{self, ConnMeta};
 use crate::config::Settings;
 use crate::frames::{Envelope, ErrorCode, ErrorFrame, Frame, close, rfc3339_ms};
 use crate::history::last_seq;
-use crate::hub::{ConnHandle, ConnId, RoomHub};
+use crate::hub::{ConnHandle, ConnId, Outbox, RoomHub};
 use crate::presence::Presence;
 use crate::slots::{ConnectionSlots, Slot};
 use crate::tenants::TenantDirectory;
@@ -47,6 +47,9 @@ pub struct Gateway {
     pub bus: Bus,
     pub presence: Presence,
     pub slots: ConnectionSlots,
+    /// Sessions still running (closing ones included): the gateway stops
+    /// its server only when these are done or the drain time is up.
+    pub sessions: Arc<std::sync::atomic::AtomicUsize>,
     pub settings: Arc<Settings>,
     pub shutdown: Shutdown,
 }
@@ -122,6 +125,22 @@ fn deadline_of(exp: i64, before: Duration) -> Instant {
     Instant::now() + left
 }
 
+/// Counts a running session for as long as it lives.
+struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Runs a connection to its end.
 pub async fn run(
     gw: Arc<Gateway>,
@@ -131,7 +150,8 @@ pub async fn run(
     ws: WsWriter,
     mut stream: WsReader,
 ) {
-    let (conn, mut rx, kill) = ConnHandle::new(new_conn_id(), gw.settings.outbound_queue);
+    let _alive = Alive::new(&gw.sessions);
+    let conn = ConnHandle::new(new_conn_id(), gw.settings.outbound_queue);
     let heartbeat = gw.settings.heartbeat;
     let mut shutdown = gw.shutdown.clone();
     let per_s = gw
@@ -182,7 +202,8 @@ pub async fn run(
 
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     // One future for the whole connection, not a new one per loop turn.
-    let killed = kill.wait();
+    let outbox = s.conn.outbox();
+    let killed = outbox.killed();
     tokio::pin!(killed);
     let mut last_heard = Instant::now();
 
@@ -199,12 +220,9 @@ pub async fn run(
             }
             // A client this far behind takes nothing more from its queue:
             // the queue fills and the hub cuts it off (4008).
-            frame = rx.recv(), if !s.ws.backed_up() => match frame {
-                // Write what is queued in one go before looking at anything
-                // else: one system call for many frames under load.
-                Some(first) => s.write_queued(first, &mut rx),
-                None => Flow::Continue,
-            },
+            // Write what is queued in one go before looking at anything
+            // else: one system call for many frames under load.
+            _ = outbox.queued(), if !s.ws.backed_up() => s.write_queued(&outbox),
             flushed = s.ws.flush_some(), if s.ws.has_pending() => match flushed {
                 Ok(()) => Flow::Continue,
                 Err(wire::Closed) => Flow::Close(close::NORMAL, ""),
@@ -284,17 +302,26 @@ fn now_ms() -> i64 {
 }
 
 impl Session {
-    /// Writes `first` and whatever else is already queued (up to a batch)
-    /// with one system call.
-    fn write_queued(&mut self, first: Frame, rx: &mut tokio::sync::mpsc::Receiver<Frame>) -> Flow {
-        let mut batch: [Option<Frame>; wire::MAX_BATCH] = [const { None }; wire::MAX_BATCH];
-        batch[0] = Some(first);
-        let mut n = 1;
-        while n < wire::MAX_BATCH {
-            let Ok(next) = rx.try_recv() else { break };
-            batch[n] = Some(next);
-            n += 1;
+    /// Writes what is queued, a batch per system call, until the queue is
+    /// empty or the client falls behind.
+    fn write_queued(&mut self, outbox: &Outbox) -> Flow {
+        loop {
+            if self.ws.backed_up() {
+                return Flow::Continue;
+            }
+            let mut batch: [Option<Frame>; wire::MAX_BATCH] = [const { None }; wire::MAX_BATCH];
+            let n = outbox.take(&mut batch);
+            if n == 0 {
+                return Flow::Continue;
+            }
+            if let Flow::Close(code, why) = self.write_batch(&batch[..n]) {
+                return Flow::Close(code, why);
+            }
         }
+    }
+
+    fn write_batch(&mut self, batch: &[Option<Frame>]) -> Flow {
+        let n = batch.len();
         let mut texts: [&[u8]; wire::MAX_BATCH] = [&[]; wire::MAX_BATCH];
         for (t, f) in texts.iter_mut().zip(batch.iter().flatten()) {
             *t = AsRef::<[u8]>::as_ref(f);

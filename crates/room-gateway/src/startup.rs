@@ -82,6 +82,7 @@ impl Application {
             tenants: tenants.clone(),
             bus: bus.clone(),
             slots: ConnectionSlots::default(),
+            sessions: Arc::default(),
             presence: Presence::new(bus.presence.clone(), settings.presence_refresh),
             settings: Arc::new(settings),
             shutdown: drain,
@@ -141,14 +142,19 @@ impl Application {
         let server = tokio::spawn(self.server);
         shutdown.wait().await;
         tracing::info!("draining connections");
-        let stopped = tokio::spawn(handle.stop(true));
+        // Sessions run in tasks of their own on the server's workers, which
+        // stopping the server ends: accept nothing new, let every session
+        // say `reconnect` and close, and only then stop.
+        handle.pause().await;
         self.drain_trigger.fire();
         let deadline = tokio::time::Instant::now() + self.gateway.settings.drain;
-        let connections = self.gateway.hub.metrics().connections.clone();
-        while connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        let sessions = self.gateway.sessions.clone();
+        while sessions.load(std::sync::atomic::Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = stopped.await;
+        let _ = handle.stop(true).await;
         let _ = server.await;
         // With NATS gone, draining the client would wait forever.
         match tokio::time::timeout(Duration::from_secs(5), self.gateway.bus.client.drain()).await {

@@ -61,7 +61,7 @@ pub async fn admit(
     Ok((claims, slot))
 }
 
-/// Serves one upgrade request to its end (the session's end).
+/// Answers one upgrade request and starts its session.
 pub async fn serve(
     gw: Arc<Gateway>,
     req: Request,
@@ -126,7 +126,10 @@ pub async fn serve(
     };
     drop(req);
     let (reader, writer) = wire::split(io, already_read, gw.settings.max_frame_bytes);
-    session::run(gw, claims, meta, slot, writer, reader).await;
+    // The session gets a task of its own and this one ends: the HTTP layer's
+    // per-connection task (its dispatcher state is some kilobytes) goes away
+    // instead of carrying the session for the connection's life.
+    actix_web::rt::spawn(session::run(gw, claims, meta, slot, writer, reader));
     Ok(())
 }
 
