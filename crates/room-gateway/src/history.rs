@@ -143,14 +143,16 @@ pub async fn last_seq(
     tenant: &TenantId,
     room: &RoomName,
 ) -> Result<u64, async_nats::Error> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    use async_nats::jetstream::stream::DirectGetErrorKind;
     let stream = js.get_stream_no_info(subjects::ROOMS_STREAM).await?;
+    // A direct get (the stream allows them) is answered by the stream
+    // itself, not queued behind the JetStream API: it is on every join.
     match stream
-        .get_last_raw_message_by_subject(&subjects::room_event(tenant, room))
+        .direct_get_last_for_subject(subjects::room_event(tenant, room))
         .await
     {
         Ok(m) => Ok(m.sequence),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
         Err(e) => Err(e.into()),
     }
 }

@@ -349,16 +349,16 @@ impl RoomHub {
         room: &RoomName,
         seq: u64,
     ) -> Result<bool, FetchError> {
-        use async_nats::jetstream::stream::RawMessageErrorKind;
+        use async_nats::jetstream::stream::DirectGetErrorKind;
         let stream = self
             .inner
             .js
             .get_stream_no_info(subjects::ROOMS_STREAM)
             .await
             .map_err(|e| FetchError::JetStream(e.into()))?;
-        match stream.get_raw_message(seq).await {
+        match stream.direct_get(seq).await {
             Ok(m) => Ok(m.subject.as_str() == subjects::room_event(tenant, room)),
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(false),
             Err(e) => Err(FetchError::JetStream(e.into())),
         }
     }
