@@ -83,6 +83,7 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
         }
     }
     md.push_str(READING);
+    md.push_str(TUNING);
     md.push_str("\n## Correctness checks\n\n| scenario | check | result |\n|---|---|---|\n");
     for l in &lines {
         let name = l["scenario"].as_str().unwrap_or("?");
@@ -106,6 +107,9 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
 }
+
+/// What was changed to reach the targets, and what each change bought.
+const TUNING: &str = include_str!("../TUNING.md");
 
 /// What every run's figures mean; the same for every run.
 const READING: &str = "
