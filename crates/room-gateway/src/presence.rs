@@ -42,7 +42,7 @@ pub struct Presence {
 }
 
 /// Presence puts in flight at once while refreshing.
-const REFRESH_CHUNK: usize = 256;
+const REFRESH_CHUNK: usize = 64;
 
 /// How long a read of a room's entries answers "is this sub already here".
 const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
@@ -266,9 +266,14 @@ impl Presence {
                         })
                     })
                     .collect();
-                // Puts go out in concurrent chunks: at tens of thousands of
-                // connections, one round trip each would not fit the interval.
+                // Puts go out in concurrent chunks (at tens of thousands of
+                // connections, one round trip each would not fit the
+                // interval), spread over half the interval: a burst of every
+                // entry at once starves joins of NATS.
+                let chunks = batch.len().div_ceil(REFRESH_CHUNK).max(1);
+                let gap = this.refresh / 2 / chunks as u32;
                 for chunk in batch.chunks(REFRESH_CHUNK) {
+                    let started = tokio::time::Instant::now();
                     let puts = chunk.iter().filter_map(|(prefix, conn, entry)| {
                         // Skip entries removed while we were refreshing.
                         let live = this
@@ -285,6 +290,10 @@ impl Presence {
                         .count();
                     if failed > 0 {
                         tracing::warn!(failed, "presence refresh failed for some entries");
+                    }
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep_until(started + gap) => {}
                     }
                 }
             }
