@@ -335,16 +335,16 @@ impl WsWriter {
             return self.write_pending();
         }
         let mut heads = [[0u8; 10]; MAX_BATCH];
+        let mut head_lens = [0usize; MAX_BATCH];
         let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
         let mut total = 0;
         let count = payloads.len().min(MAX_BATCH);
         for (i, p) in payloads[..count].iter().enumerate() {
-            let n = header(&mut heads[i], op, p.len());
-            total += n + p.len();
+            head_lens[i] = header(&mut heads[i], op, p.len());
+            total += head_lens[i] + p.len();
         }
         for (i, p) in payloads[..count].iter().enumerate() {
-            let n = header_len(p.len());
-            slices[2 * i] = IoSlice::new(&heads[i][..n]);
+            slices[2 * i] = IoSlice::new(&heads[i][..head_lens[i]]);
             slices[2 * i + 1] = IoSlice::new(p);
         }
         let slices = &slices[..2 * count];
@@ -369,14 +369,6 @@ impl WsWriter {
             }
         }
         Ok(())
-    }
-}
-
-fn header_len(len: usize) -> usize {
-    match len {
-        0..=125 => 2,
-        126..=0xffff => 4,
-        _ => 10,
     }
 }
 
@@ -415,9 +407,10 @@ mod tests {
         assert_eq!(header(&mut h, OpCode::Close, 70_000), 10);
         assert_eq!(h[0], 0x88);
         assert_eq!(&h[1..10], &[127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-        for len in [0, 125, 126, 65_535, 65_536] {
-            assert_eq!(header(&mut h, OpCode::Text, len), header_len(len));
-        }
+        assert_eq!(header(&mut h, OpCode::Text, 125), 2);
+        assert_eq!(header(&mut h, OpCode::Text, 126), 4);
+        assert_eq!(header(&mut h, OpCode::Text, 65_535), 4);
+        assert_eq!(header(&mut h, OpCode::Text, 65_536), 10);
     }
 
     #[test]
