@@ -3,10 +3,19 @@
 //! its gateway refreshes; an entry whose `expires_at_ms` has passed counts
 //! as gone, so a dead gateway's members vanish within three refresh
 //! intervals even before the bucket's TTL removes them.
+//!
+//! Join and leave decisions ("is this the sub's first connection here?")
+//! never read the bucket: for each room with local members the gateway
+//! keeps a mirror of the other gateways' entries, read once when the room
+//! gains its first local member and kept current from then on by a core
+//! subscription to the room's KV subjects (every put and delete is a
+//! message there). nats-server answers a read of one room's keys by
+//! walking every key in the bucket, so reading per decision cost it
+//! O(connections) per join.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, kv};
 use futures_util::StreamExt;
@@ -29,25 +38,127 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct Presence {
     kv: kv::Store,
+    client: async_nats::Client,
     /// This gateway instance's id, in its entries.
     gateway: Arc<str>,
     refresh: Duration,
     /// This gateway's entries by room key prefix (`{tenant}.{room}.`), then
     /// by connection; re-put every `refresh`.
     mine: Arc<Mutex<HashMap<String, HashMap<String, Entry>>>>,
-    /// Recent reads of a room's entries, shared by the joins and leaves of
-    /// that room for [`SNAPSHOT_TTL`]: a reconnect storm reads each room
-    /// once, not once per client.
-    snapshots: Arc<Mutex<HashMap<String, Snapshot>>>,
+    /// The other gateways' entries of each room with local members (and
+    /// for [`MIRROR_LINGER`] after the last one left), by room key prefix.
+    mirrors: Arc<Mutex<HashMap<String, Arc<Mirror>>>>,
 }
 
 /// Presence puts in flight at once while refreshing.
 const REFRESH_CHUNK: usize = 64;
 
-/// How long a read of a room's entries answers "is this sub already here".
-const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+/// How long a room's mirror outlives its last local member, so a room whose
+/// only member reconnects is not read again.
+const MIRROR_LINGER: Duration = Duration::from_secs(30);
 
-type Snapshot = (tokio::time::Instant, Arc<tokio::sync::OnceCell<Vec<Entry>>>);
+/// One room's entries on the other gateways, kept current by the room's KV
+/// messages.
+struct Mirror {
+    state: Mutex<MirrorState>,
+    /// Set once the bucket has been read (after the subscription started).
+    seeded: tokio::sync::OnceCell<()>,
+    /// The task applying the room's KV messages; it ends with the mirror.
+    updates: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+struct MirrorState {
+    /// Other gateways' entries, by connection.
+    others: HashMap<String, Entry>,
+    /// Until the read of the bucket lands: connections whose messages
+    /// arrived live, which are newer than anything that read returns.
+    touched: Option<HashSet<String>>,
+    last_used: Instant,
+}
+
+impl Mirror {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(MirrorState {
+                others: HashMap::new(),
+                touched: Some(HashSet::new()),
+                last_used: Instant::now(),
+            }),
+            seeded: tokio::sync::OnceCell::new(),
+            updates: Mutex::new(None),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MirrorState> {
+        self.state
+            .lock()
+            .expect("mirror lock is never poisoned: no code panics while holding it")
+    }
+
+    /// Applies one message of the room's KV subjects: a put of another
+    /// gateway's entry, or a delete (empty, with a `KV-Operation` header).
+    fn apply(&self, msg: &async_nats::Message, gateway: &str) {
+        let Some(conn) = msg.subject.rsplit('.').next() else {
+            return;
+        };
+        let removed = msg.headers.as_ref().is_some_and(|h| {
+            h.get("KV-Operation").is_some() || h.get("Nats-Marker-Reason").is_some()
+        });
+        let entry = if removed {
+            None
+        } else {
+            match serde_json::from_slice::<Entry>(&msg.payload) {
+                // This gateway's own entries are answered by `mine`.
+                Ok(e) if e.gateway == gateway => return,
+                Ok(e) => Some(e),
+                Err(_) => return,
+            }
+        };
+        let mut s = self.state();
+        if let Some(touched) = s.touched.as_mut() {
+            touched.insert(conn.to_owned());
+        }
+        match entry {
+            Some(e) => {
+                s.others.insert(conn.to_owned(), e);
+            }
+            None => {
+                s.others.remove(conn);
+            }
+        }
+    }
+
+    /// Takes in the bucket's entries, under whatever arrived live meanwhile.
+    fn seed(&self, entries: Vec<Entry>, gateway: &str) {
+        let mut s = self.state();
+        let touched = s.touched.take().unwrap_or_default();
+        for e in entries {
+            if e.gateway != gateway && !touched.contains(&e.conn) {
+                s.others.entry(e.conn.clone()).or_insert(e);
+            }
+        }
+    }
+
+    fn set_updates(&self, task: tokio::task::AbortHandle) {
+        let mut slot = self
+            .updates
+            .lock()
+            .expect("mirror task lock is never poisoned: no code panics while holding it");
+        if let Some(old) = slot.replace(task) {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.updates.get_mut()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
+    }
+}
 
 /// One member as the `presence` frame lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -66,13 +177,14 @@ fn now_ms() -> i64 {
 }
 
 impl Presence {
-    pub fn new(kv: kv::Store, refresh: Duration) -> Self {
+    pub fn new(client: async_nats::Client, kv: kv::Store, refresh: Duration) -> Self {
         Self {
             kv,
+            client,
             gateway: Arc::from(format!("gw_{}", uuid::Uuid::now_v7().simple())),
             refresh,
             mine: Arc::default(),
-            snapshots: Arc::default(),
+            mirrors: Arc::default(),
         }
     }
 
@@ -84,6 +196,12 @@ impl Presence {
         self.mine
             .lock()
             .expect("presence map lock is never poisoned: no code panics while holding it")
+    }
+
+    fn mirrors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mirror>>> {
+        self.mirrors
+            .lock()
+            .expect("mirror map lock is never poisoned: no code panics while holding it")
     }
 
     /// Records `conn` in the room; true when it is the first live connection
@@ -139,8 +257,8 @@ impl Presence {
         Ok(!self.sub_elsewhere(tenant, room, conn, sub).await?)
     }
 
-    /// Whether `sub` has another live connection in the room: first among
-    /// this gateway's own entries, then in a recent snapshot of all of them.
+    /// Whether `sub` has another live connection in the room: among this
+    /// gateway's own entries, or in the room's mirror of the others'.
     async fn sub_elsewhere(
         &self,
         tenant: &TenantId,
@@ -148,39 +266,71 @@ impl Presence {
         conn: &str,
         sub: &str,
     ) -> Result<bool, async_nats::Error> {
-        let prefix = room_prefix(tenant, room);
-        let now = now_ms();
         let local = self
             .mine()
-            .get(&prefix)
+            .get(&room_prefix(tenant, room))
             .is_some_and(|entries| entries.values().any(|e| e.sub == sub && e.conn != conn));
         if local {
             return Ok(true);
         }
-        let cell = {
-            let mut snaps = self
-                .snapshots
-                .lock()
-                .expect("snapshot lock is never poisoned: no code panics while holding it");
-            snaps.retain(|_, (at, _)| at.elapsed() < SNAPSHOT_TTL);
-            snaps
-                .entry(prefix.clone())
-                .or_insert_with(|| (tokio::time::Instant::now(), Arc::default()))
-                .1
-                .clone()
-        };
-        let entries = cell.get_or_try_init(|| self.entries(tenant, room)).await?;
-        // This gateway's own entries are answered by `mine` above; the
-        // snapshot speaks for the other gateways.
-        Ok(entries
-            .iter()
-            .any(|e| e.sub == sub && *e.gateway != *self.gateway && e.expires_at_ms > now))
+        let mirror = self.mirror(tenant, room).await?;
+        let now = now_ms();
+        Ok(mirror
+            .state()
+            .others
+            .values()
+            .any(|e| e.sub == sub && e.expires_at_ms > now))
     }
 
-    /// The room's live entries, on every gateway: the last value of each of
+    /// The room's mirror, started (subscription, then one read of the
+    /// bucket) if this gateway has none yet.
+    async fn mirror(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+    ) -> Result<Arc<Mirror>, async_nats::Error> {
+        let mirror = self
+            .mirrors()
+            .entry(room_prefix(tenant, room))
+            .or_insert_with(|| Arc::new(Mirror::new()))
+            .clone();
+        mirror.state().last_used = Instant::now();
+        mirror
+            .seeded
+            .get_or_try_init(|| self.start_mirror(&mirror, tenant, room))
+            .await?;
+        Ok(mirror)
+    }
+
+    async fn start_mirror(
+        &self,
+        mirror: &Arc<Mirror>,
+        tenant: &TenantId,
+        room: &RoomName,
+    ) -> Result<(), async_nats::Error> {
+        let subject = format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET);
+        let mut messages = self.client.subscribe(subject).await?;
+        // The server has the subscription before the read starts, so no
+        // change falls between the two.
+        self.client.flush().await?;
+        let weak: Weak<Mirror> = Arc::downgrade(mirror);
+        let gateway = self.gateway.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = messages.next().await {
+                let Some(mirror) = weak.upgrade() else { break };
+                mirror.apply(&msg, &gateway);
+            }
+        });
+        mirror.set_updates(task.abort_handle());
+        let entries = self.entries(tenant, room).await?;
+        mirror.seed(entries, &self.gateway);
+        Ok(())
+    }
+
+    /// The room's live entries, on every gateway, read from the bucket: the last value of each of
     /// the room's keys, from one short-lived ordered consumer. A room of
     /// hundreds of members costs a few requests, not a `get` per member.
-    pub async fn entries(
+    async fn entries(
         &self,
         tenant: &TenantId,
         room: &RoomName,
@@ -225,14 +375,30 @@ impl Presence {
         result
     }
 
-    /// Members grouped by `sub`, each with its number of connections.
+    /// Members grouped by `sub`, each with its number of connections: this
+    /// gateway's entries and the room's mirror of the others'.
     pub async fn members(
         &self,
         tenant: &TenantId,
         room: &RoomName,
     ) -> Result<Vec<Member>, async_nats::Error> {
+        let mirror = self.mirror(tenant, room).await?;
+        let now = now_ms();
+        let mut entries: Vec<Entry> = self
+            .mine()
+            .get(&room_prefix(tenant, room))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        entries.extend(
+            mirror
+                .state()
+                .others
+                .values()
+                .filter(|e| e.expires_at_ms > now)
+                .cloned(),
+        );
         let mut by_sub: BTreeMap<String, Member> = BTreeMap::new();
-        for e in self.entries(tenant, room).await? {
+        for e in entries {
             by_sub
                 .entry(e.sub.clone())
                 .and_modify(|m| m.conns += 1)
@@ -245,6 +411,18 @@ impl Presence {
         Ok(by_sub.into_values().collect())
     }
 
+    /// Drops the entries of dead gateways from the mirrors, and the mirrors
+    /// of rooms without local members for [`MIRROR_LINGER`].
+    fn sweep_mirrors(&self) {
+        let now = now_ms();
+        let rooms: HashSet<String> = self.mine().keys().cloned().collect();
+        self.mirrors().retain(|prefix, mirror| {
+            let mut s = mirror.state();
+            s.others.retain(|_, e| e.expires_at_ms > now);
+            rooms.contains(prefix) || s.last_used.elapsed() < MIRROR_LINGER
+        });
+    }
+
     /// Re-puts this gateway's entries every `refresh` until `shutdown`.
     pub fn spawn_refresher(&self, mut shutdown: Shutdown) {
         let this = self.clone();
@@ -255,6 +433,7 @@ impl Presence {
                     _ = shutdown.wait() => break,
                     _ = tick.tick() => {}
                 }
+                this.sweep_mirrors();
                 let expires = now_ms() + this.lifetime_ms();
                 let batch: Vec<(String, String, Entry)> = this
                     .mine()

@@ -453,6 +453,81 @@ async fn presence_counts_each_sub_once_and_announces_joins_and_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn presence_counts_a_sub_once_across_gateways() {
+    let mut app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let b = app.spawn_gateway().await;
+    let watch = json!({"team": ["read", "presence"]});
+    let member = json!({"team": ["read"]});
+    let joined_or_left = |e: &Value| {
+        (
+            e["event"].as_str().unwrap_or_default().to_owned(),
+            e["data"]["sub"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+
+    // u1 is in the room on gateway B before gateway A has anyone there: A
+    // learns of it by reading the bucket when its first member joins.
+    let mut u1_b = connect_to(b, &t.token("u1", member.clone())).await;
+    join(&mut u1_b, "team").await;
+    let mut w = app.connect(&t, "watcher", watch.clone()).await;
+    join(&mut w, "team").await;
+    let e = w.next_of_type("event").await;
+    assert_eq!(
+        joined_or_left(&e),
+        ("presence.joined".into(), "watcher".into())
+    );
+    let mut u1_a = app.connect(&t, "u1", member.clone()).await;
+    join(&mut u1_a, "team").await;
+    w.assert_silent(Duration::from_millis(300)).await;
+
+    // u2 arrives on B after A's read: A hears of it live.
+    let mut u2_b = connect_to(b, &t.token("u2", member.clone())).await;
+    join(&mut u2_b, "team").await;
+    let e = w.next_of_type("event").await;
+    assert_eq!(joined_or_left(&e), ("presence.joined".into(), "u2".into()));
+    let mut u2_a = app.connect(&t, "u2", member.clone()).await;
+    join(&mut u2_a, "team").await;
+    w.assert_silent(Duration::from_millis(300)).await;
+
+    // Either gateway lists every connection.
+    let mut w_b = connect_to(b, &t.token("watcher", watch.clone())).await;
+    join(&mut w_b, "team").await;
+    for c in [&mut w, &mut w_b] {
+        c.send_json(json!({"op": "presence", "room": "team", "id": "p"}))
+            .await;
+        let p = c.next_of_type("presence").await;
+        let conns: Vec<(String, u64)> = p["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["sub"].as_str().unwrap().to_owned(),
+                    m["conns"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            conns,
+            [("u1".into(), 2), ("u2".into(), 2), ("watcher".into(), 2)],
+            "{p}"
+        );
+    }
+
+    // Leaving one gateway while still on the other is not leaving.
+    u1_a.send_json(json!({"op": "leave", "room": "team"})).await;
+    u2_b.send_json(json!({"op": "leave", "room": "team"})).await;
+    w.assert_silent(Duration::from_millis(300)).await;
+    u1_b.send_json(json!({"op": "leave", "room": "team"})).await;
+    let e = w.next_of_type("event").await;
+    assert_eq!(joined_or_left(&e), ("presence.left".into(), "u1".into()));
+    drop(u2_a);
+    let e = w.next_of_type("event").await;
+    assert_eq!(joined_or_left(&e), ("presence.left".into(), "u2".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn joiners_get_the_rooms_state_right_after_joined() {
     let app = spawn_app().await;
     let t = app.create_tenant().await;
