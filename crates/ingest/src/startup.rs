@@ -9,7 +9,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use switchboard_platform::http::{self, Readiness};
 use switchboard_platform::metrics::{Registry, SharedRegistry};
-use switchboard_platform::nats::Bus;
+use switchboard_platform::nats::{self, Bus};
 use switchboard_platform::shutdown::{self, ShutdownTrigger};
 use switchboard_platform::tenants::TenantDirectory;
 use switchboard_platform::{Shutdown, db};
@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::keycache::KeyCache;
 use crate::ratelimit::RateLimiter;
 use crate::repository::Repository;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, WorkerJetStream};
 
 pub struct Application {
     port: u16,
@@ -82,9 +82,19 @@ impl Application {
             notify_poll,
             background_stop,
         ));
+        let nats_url = state.settings.nats_url.clone();
         let server = HttpServer::new(move || {
+            let nats_url = nats_url.clone();
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .data_factory(move || {
+                    let nats_url = nats_url.clone();
+                    async move {
+                        nats::connect(&nats_url, "ingest-worker")
+                            .await
+                            .map(|c| WorkerJetStream(async_nats::jetstream::new(c)))
+                    }
+                })
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .app_data(http::path_config())
                 .app_data(http::query_config())

@@ -12,7 +12,9 @@ use switchboard_platform::nats::{send_room_event, trace_headers};
 use switchboard_proto::{TenantId, subjects};
 
 use super::auth::require_tenant_key;
-use super::{AppState, Endpoint, parse_json, publish_problem, repository_problem};
+use super::{
+    AppState, Endpoint, WorkerJetStream, parse_json, publish_problem, repository_problem,
+};
 use crate::domain::event::{NewBatch, NewEvent, ValidEvent};
 use crate::domain::secrets;
 
@@ -125,6 +127,7 @@ async fn publish_one(
     path: web::Path<(String, String)>,
     body: web::Bytes,
     state: web::Data<AppState>,
+    js: web::Data<WorkerJetStream>,
 ) -> Result<HttpResponse, Problem> {
     let (tenant, room) = path.into_inner();
     let tenant = require_tenant_key(&req, &state, &tenant).await?;
@@ -167,7 +170,7 @@ async fn publish_one(
         None => secrets::new_event_id(),
     };
     let (room, event) = valid.into_proto(id.clone(), tenant.as_str(), now_ms(), false);
-    let ack = send_room_event(&state.bus.jetstream, &tenant, &room, &event)
+    let ack = send_room_event(&js.0, &tenant, &room, &event)
         .await
         .map_err(publish_problem)?
         .await
@@ -184,6 +187,7 @@ async fn publish_batch(
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
+    js: web::Data<WorkerJetStream>,
 ) -> Result<HttpResponse, Problem> {
     let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
     let key = idempotency_key(&req)?;
@@ -226,7 +230,7 @@ async fn publish_batch(
             None => secrets::new_event_id(),
         };
         let (room, event) = v.into_proto(id.clone(), tenant.as_str(), ts, false);
-        let ack = send_room_event(&state.bus.jetstream, &tenant, &room, &event)
+        let ack = send_room_event(&js.0, &tenant, &room, &event)
             .await
             .map_err(publish_problem)?;
         pending.push((id, ack));

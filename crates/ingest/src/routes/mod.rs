@@ -31,6 +31,14 @@ use crate::keycache::KeyCache;
 use crate::ratelimit::RateLimiter;
 use crate::repository::{Repository, RepositoryError};
 
+/// JetStream on a NATS connection of the HTTP worker's own: a publish and
+/// its ack stay on the thread that serves the request. Through the shared
+/// connection (driven by the main runtime) every publish crossed threads
+/// twice, and at moderate rates those wake-ups cost ingest more than the
+/// request itself.
+#[derive(Clone)]
+pub struct WorkerJetStream(pub async_nats::jetstream::Context);
+
 /// What every handler reaches: the database, NATS, the settings, the clock
 /// and the tenants' limits.
 #[derive(Clone)]
