@@ -47,7 +47,7 @@ impl Application {
         db::migrate(&settings.database_url, crate::MIGRATIONS)
             .await
             .context("migrating ingest's tables")?;
-        let pool = db::pool(&settings.database_url, settings.db_pool_size)?;
+        let repo = Repository::connect(&settings.database_url, settings.db_pool_size)?;
         let bus = Bus::start(&settings.nats_url, "ingest", &settings.streams)
             .await
             .context("setting up NATS")?;
@@ -65,11 +65,11 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
 
-        let readiness = Readiness::default().nats(&bus).postgres(&pool);
+        let readiness = Readiness::default().nats(&bus).postgres(&repo.pool);
         let registry = SharedRegistry::new(Registry::default());
         let notify_poll = settings.notify_poll;
         let state = AppState {
-            repo: Repository { pool },
+            repo,
             bus: bus.clone(),
             settings: Arc::new(settings),
             clock,

@@ -36,21 +36,20 @@ impl Repository {
     /// that got there first wins, and both answers are the same anyway (same
     /// ids, deduplicated by JetStream).
     ///
-    /// The commit does not wait for the WAL to reach the disk
-    /// (`synchronous_commit = off` for this transaction only): that wait, an
-    /// fsync of some milliseconds shared by every request with a key, was on
-    /// the answer's path. What is given up is small and covered elsewhere.
-    /// The record only matters to a retry; only a PostgreSQL crash can lose
-    /// it, and then only for answers of the last moments before the crash
-    /// (the WAL writer flushes within `3 × wal_writer_delay`, 600 ms by
-    /// default). A retry of such a request within `SB_DEDUP_WINDOW` (2
-    /// minutes) publishes the same event id again, which JetStream stores once
-    /// and answers with the first sequence: the same answer. Nothing
-    /// acknowledged can be lost either way: the events themselves are in
-    /// JetStream before this runs.
+    /// The commit does not wait for the WAL to reach the disk (the
+    /// `records` pool's sessions run with `synchronous_commit = off`): that
+    /// wait, an fsync of some milliseconds shared by every request with a
+    /// key, was on the answer's path. What is given up is small and covered
+    /// elsewhere. The record only matters to a retry; only a PostgreSQL
+    /// crash can lose it, and then only for answers of the last moments
+    /// before the crash (the WAL writer flushes within `3 ×
+    /// wal_writer_delay`, 600 ms by default). A retry of such a request
+    /// within `SB_DEDUP_WINDOW` (2 minutes) publishes the same event id
+    /// again, which JetStream stores once and answers with the first
+    /// sequence: the same answer. Nothing acknowledged can be lost either
+    /// way: the events themselves are in JetStream before this runs.
     ///
-    /// `set_config(…, true)` in a subquery scopes the setting to the implicit
-    /// transaction of this one statement, so a single round trip does it.
+    /// A plain insert, so the statement is prepared once per connection.
     pub async fn remember_response(
         &self,
         tenant: &str,
@@ -59,21 +58,19 @@ impl Repository {
         request_hash: &[u8],
         response: &serde_json::Value,
     ) -> Result<(), RepositoryError> {
-        use diesel::sql_types::{Bytea, Jsonb, Text};
-        let mut conn = self.pool.get().await?;
-        diesel::sql_query(
-            "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, response) \
-             SELECT $1, $2, $3, $4, $5 \
-             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind::<Text, _>(tenant)
-        .bind::<Text, _>(scope)
-        .bind::<Text, _>(key)
-        .bind::<Bytea, _>(request_hash)
-        .bind::<Jsonb, _>(response)
-        .execute(&mut conn)
-        .await?;
+        use idempotency_keys::dsl;
+        let mut conn = self.records.get().await?;
+        diesel::insert_into(idempotency_keys::table)
+            .values((
+                dsl::tenant_id.eq(tenant),
+                dsl::scope.eq(scope),
+                dsl::key.eq(key),
+                dsl::request_hash.eq(request_hash),
+                dsl::response.eq(response),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ pub mod notifications;
 pub mod suggestions;
 pub mod tenants;
 
-use switchboard_platform::db::PgPool;
+use switchboard_platform::db::{self, DbSetupError, PgPool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
@@ -22,4 +22,18 @@ pub enum RepositoryError {
 #[derive(Clone)]
 pub struct Repository {
     pub pool: PgPool,
+    /// Sessions with `synchronous_commit = off`, for idempotency records
+    /// only (see [`Repository::remember_response`]).
+    pub records: PgPool,
+}
+
+impl Repository {
+    /// Pools of up to `size` connections (and half as many, at least two,
+    /// for idempotency records).
+    pub fn connect(url: &str, size: usize) -> Result<Self, DbSetupError> {
+        Ok(Self {
+            pool: db::pool(url, size)?,
+            records: db::async_commit_pool(url, (size / 2).max(2))?,
+        })
+    }
 }

@@ -194,9 +194,7 @@ async fn a_retry_older_than_the_dedup_window_gets_the_recorded_answer_and_stores
     join(&mut c, "lobby").await;
     let body = r#"{"event":"order.paid","data":{"total":10}}"#;
     let first = json!({"id": "evt_answered_long_ago", "seq": 4242});
-    let repo = ingest::repository::Repository {
-        pool: switchboard_platform::db::pool(app.database_url(), 1).unwrap(),
-    };
+    let repo = ingest::repository::Repository::connect(app.database_url(), 1).unwrap();
     repo.remember_response(
         &t.id,
         "room:lobby",

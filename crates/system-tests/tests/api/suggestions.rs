@@ -621,9 +621,7 @@ async fn a_change_stored_but_never_announced_is_announced_from_the_outbox() {
 
     // What an ingest that died between its commit and its publish leaves
     // behind: the suggestion and its unpublished announcement.
-    let repo = Repository {
-        pool: switchboard_platform::db::pool(app.database_url(), 2).unwrap(),
-    };
+    let repo = Repository::connect(app.database_url(), 2).unwrap();
     let now = chrono::Utc::now();
     let row = SuggestionRow {
         id: "sug_orphan".into(),
