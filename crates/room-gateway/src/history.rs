@@ -79,8 +79,55 @@ pub enum FetchError {
     TimedOut,
 }
 
-/// Stored events of the room with `from <= seq <= until`, oldest first,
-/// read with one short-lived ordered consumer that is deleted afterwards.
+/// What [`read_ordered`] does after a message.
+pub enum Read {
+    More,
+    Done,
+}
+
+/// Reads `stream` through one short-lived ordered consumer with `config`,
+/// handing each message (with its stream sequence) to `take` until it says
+/// [`Read::Done`] or nothing more is pending, within 10 s; the consumer is
+/// deleted afterwards.
+pub async fn read_ordered<I>(
+    stream: &jetstream::stream::Stream<I>,
+    config: consumer::pull::OrderedConfig,
+    mut take: impl FnMut(u64, &jetstream::Message) -> Read,
+) -> Result<(), FetchError> {
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| FetchError::JetStream(e.into()))?;
+    let name = consumer.cached_info().name.clone();
+    let empty = consumer.cached_info().num_pending == 0;
+    let read = async {
+        if empty {
+            return Ok(());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| FetchError::JetStream(e.into()))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| FetchError::JetStream(e.into()))?;
+            let info = msg.info().map_err(FetchError::JetStream)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if matches!(take(seq, &msg), Read::Done) || pending == 0 {
+                break;
+            }
+        }
+        Ok::<_, FetchError>(())
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or(Err(FetchError::TimedOut));
+    // Ordered consumers linger for their inactivity threshold; delete ours
+    // now so the number alive stays the number of reads in flight.
+    let _ = stream.delete_consumer(&name).await;
+    result
+}
+
+/// Stored events of the room with `from <= seq <= until`, oldest first.
 pub async fn fetch_range(
     js: &jetstream::Context,
     tenant: &TenantId,
@@ -95,46 +142,25 @@ pub async fn fetch_range(
         .get_stream_no_info(subjects::ROOMS_STREAM)
         .await
         .map_err(|e| FetchError::JetStream(e.into()))?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::room_event(tenant, room),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from.max(1),
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| FetchError::JetStream(e.into()))?;
-    let name = consumer.cached_info().name.clone();
-    let read = async {
-        let mut out = Vec::new();
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| FetchError::JetStream(e.into()))?;
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| FetchError::JetStream(e.into()))?;
-            let info = msg.info().map_err(FetchError::JetStream)?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            if seq > until {
-                break;
-            }
-            if let Ok(ev) = pb::RoomEvent::decode(msg.payload.clone()) {
-                out.push((seq, ev));
-            }
-            if seq >= until || pending == 0 {
-                break;
-            }
-        }
-        Ok::<_, FetchError>(out)
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: subjects::room_event(tenant, room),
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from.max(1),
+        },
+        ..Default::default()
     };
-    let result = tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .unwrap_or(Err(FetchError::TimedOut));
-    // Ordered consumers linger for their inactivity threshold; delete ours
-    // now so the number alive stays the number of fetches in flight.
-    let _ = stream.delete_consumer(&name).await;
-    result
+    let mut out = Vec::new();
+    read_ordered(&stream, config, |seq, msg| {
+        if seq > until {
+            return Read::Done;
+        }
+        if let Ok(ev) = pb::RoomEvent::decode(msg.payload.clone()) {
+            out.push((seq, ev));
+        }
+        if seq >= until { Read::Done } else { Read::More }
+    })
+    .await?;
+    Ok(out)
 }
 
 /// The room's latest stored seq (0 when it has none).

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use switchboard_platform::Shutdown;
 use switchboard_proto::{RoomName, TenantId, subjects};
 
+use crate::history::{Read, read_ordered};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub sub: String,
@@ -327,52 +329,31 @@ impl Presence {
         Ok(())
     }
 
-    /// The room's live entries, on every gateway, read from the bucket: the last value of each of
-    /// the room's keys, from one short-lived ordered consumer. A room of
-    /// hundreds of members costs a few requests, not a `get` per member.
+    /// The room's live entries, on every gateway, read from the bucket: the
+    /// last value of each of the room's keys, from one ordered consumer.
     async fn entries(
         &self,
         tenant: &TenantId,
         room: &RoomName,
     ) -> Result<Vec<Entry>, async_nats::Error> {
-        let stream = &self.kv.stream;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await?;
-        let name = consumer.cached_info().name.clone();
-        let keys = consumer.cached_info().num_pending;
-        let read = async {
-            let now = now_ms();
-            let mut out = Vec::new();
-            if keys == 0 {
-                return Ok::<_, async_nats::Error>(out);
-            }
-            let mut messages = consumer.messages().await?;
-            while let Some(msg) = messages.next().await {
-                let msg = msg?;
-                let left = msg.info()?.pending;
-                // A deleted key's last message is an empty tombstone.
-                if let Ok(e) = serde_json::from_slice::<Entry>(&msg.payload)
-                    && e.expires_at_ms > now
-                {
-                    out.push(e);
-                }
-                if left == 0 {
-                    break;
-                }
-            }
-            Ok(out)
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
         };
-        let result = tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .unwrap_or_else(|_| Err("reading the room's presence entries timed out".into()));
-        // Ordered consumers linger for their inactivity threshold; ours goes now.
-        let _ = stream.delete_consumer(&name).await;
-        result
+        let now = now_ms();
+        let mut out = Vec::new();
+        read_ordered(&self.kv.stream, config, |_, msg| {
+            // A deleted key's last message is an empty tombstone.
+            if let Ok(e) = serde_json::from_slice::<Entry>(&msg.payload)
+                && e.expires_at_ms > now
+            {
+                out.push(e);
+            }
+            Read::More
+        })
+        .await?;
+        Ok(out)
     }
 
     /// Members grouped by `sub`, each with its number of connections: this
