@@ -9,11 +9,13 @@
 //! keeps a mirror of the other gateways' entries, read once when the room
 //! gains its first local member and kept current from then on by a core
 //! subscription to the room's KV subjects (every put and delete is a
-//! message there). nats-server answers a read of one room's keys by
-//! walking every key in the bucket, so reading per decision cost it
-//! O(connections) per join.
+//! message there; after a NATS reconnect the copies are read again).
+//! nats-server answers a read of one room's keys by walking every key in
+//! the bucket, so reading per decision cost it O(connections) per join.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,9 @@ pub struct Presence {
     /// The other gateways' entries of each room with local members (and
     /// for [`MIRROR_LINGER`] after the last one left), by room key prefix.
     mirrors: Arc<Mutex<HashMap<String, Arc<Mirror>>>>,
+    /// The client's connection count when the mirrors were last checked: a
+    /// reconnect means messages may have been missed while it was away.
+    connects: Arc<AtomicU64>,
 }
 
 /// Presence puts in flight at once while refreshing.
@@ -182,11 +187,12 @@ impl Presence {
     pub fn new(client: async_nats::Client, kv: kv::Store, refresh: Duration) -> Self {
         Self {
             kv,
-            client,
             gateway: Arc::from(format!("gw_{}", uuid::Uuid::now_v7().simple())),
             refresh,
+            connects: Arc::new(AtomicU64::new(client.statistics().connects.load(Relaxed))),
             mine: Arc::default(),
             mirrors: Arc::default(),
+            client,
         }
     }
 
@@ -393,8 +399,15 @@ impl Presence {
     }
 
     /// Drops the entries of dead gateways from the mirrors, and the mirrors
-    /// of rooms without local members for [`MIRROR_LINGER`].
+    /// of rooms without local members for [`MIRROR_LINGER`]. After a NATS
+    /// reconnect every mirror goes (changes made while this gateway was
+    /// away never reached it); each room is read again at its next decision.
     fn sweep_mirrors(&self) {
+        let connects = self.client.statistics().connects.load(Relaxed);
+        if self.connects.swap(connects, Relaxed) != connects {
+            tracing::info!("NATS reconnected: presence copies will be read again");
+            self.mirrors().clear();
+        }
         let now = now_ms();
         let rooms: HashSet<String> = self.mine().keys().cloned().collect();
         self.mirrors().retain(|prefix, mirror| {
