@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use crate::client::now_us;
 use crate::setup::Tenant;
 
-/// Attempts of one paced publish (same `Idempotency-Key` each time, so a
-/// retried event is stored once).
+/// Attempts of one paced publish with a key (the same `Idempotency-Key`
+/// each time, so a retried event is stored once).
 const ATTEMPTS: u32 = 4;
 
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub struct Ingest {
     base: Arc<str>,
     tenant: Arc<str>,
     auth: Arc<str>,
+    /// Whether paced publishes carry an `Idempotency-Key` (and are retried).
+    keyed: bool,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +69,18 @@ impl Ingest {
             base: base.into(),
             tenant: tenant.id.as_str().into(),
             auth: format!("Bearer {}", tenant.api_key).into(),
+            keyed: true,
+        }
+    }
+
+    /// Paced publishes without an `Idempotency-Key`: the plain publish path
+    /// (HTTP → JetStream), no PostgreSQL. Without a key a retry could store
+    /// an event twice, so a failed publish is not retried (it counts as
+    /// failed).
+    pub fn unkeyed(&self) -> Self {
+        Self {
+            keyed: false,
+            ..self.clone()
         }
     }
 
@@ -151,7 +165,9 @@ impl Ingest {
                 let room = rooms[idx].clone();
                 let me = self.clone();
                 let filler = filler.clone();
-                let key = format!("bench-{run}-{}", KEYS.fetch_add(1, Ordering::Relaxed));
+                let key = self
+                    .keyed
+                    .then(|| format!("bench-{run}-{}", KEYS.fetch_add(1, Ordering::Relaxed)));
                 tasks.spawn(async move {
                     let _permit = permit;
                     // The same body on every attempt: a retried key must match.
@@ -159,8 +175,9 @@ impl Ingest {
                         r#"{{"event":"bench.tick","data":{{"t":{},"p":"{filler}"}}}}"#,
                         now_us()
                     );
-                    for attempt in 0..ATTEMPTS {
-                        if me.event(&room, body.clone(), Some(&key)).await.is_ok() {
+                    let attempts = if key.is_some() { ATTEMPTS } else { 1 };
+                    for attempt in 0..attempts {
+                        if me.event(&room, body.clone(), key.as_deref()).await.is_ok() {
                             return (idx, true);
                         }
                         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
