@@ -101,7 +101,9 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
         })
         .collect();
     if !figures.is_empty() {
-        md.push_str("\nMeasured beside the targets:\n\n| scenario | figure | measured |\n|---|---|---|\n");
+        md.push_str(
+            "\nMeasured beside the targets:\n\n| scenario | figure | measured |\n|---|---|---|\n",
+        );
         figures.iter().for_each(|f| md.push_str(f));
     }
     md.push_str(READING);

@@ -513,7 +513,11 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut rep = Report::new("latency");
     let mut out = Vec::new();
     for (conns, room_count, rate, target_ms, keyed) in loads {
-        let keys = if keyed { ", Idempotency-Key on each" } else { "" };
+        let keys = if keyed {
+            ", Idempotency-Key on each"
+        } else {
+            ""
+        };
         progress(format!(
             "latency: {conns} connections over {room_count} rooms at {rate} publishes/s{keys} for {secs:?}"
         ));

@@ -12,9 +12,7 @@ use switchboard_platform::nats::{send_room_event, trace_headers};
 use switchboard_proto::{TenantId, subjects};
 
 use super::auth::require_tenant_key;
-use super::{
-    AppState, Endpoint, WorkerJetStream, parse_json, publish_problem, repository_problem,
-};
+use super::{AppState, Endpoint, WorkerJetStream, parse_json, publish_problem, repository_problem};
 use crate::domain::event::{NewBatch, NewEvent, ValidEvent};
 use crate::domain::secrets;
 
