@@ -9,12 +9,12 @@
 //! keeps a mirror of the other gateways' entries, read once when the room
 //! gains its first local member and kept current from then on by a core
 //! subscription to the room's KV subjects (every put and delete is a
-//! message there; after a NATS reconnect the copies are read again).
+//! message there; a copy older than the client's last reconnect is read
+//! again).
 //! nats-server answers a read of one room's keys by walking every key in
 //! the bucket, so reading per decision cost it O(connections) per join.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use async_nats::jetstream::{consumer, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_platform::Shutdown;
+use switchboard_platform::nats::Bus;
 use switchboard_proto::{RoomName, TenantId, subjects};
 
 use crate::history::{Read, read_ordered};
@@ -52,9 +53,6 @@ pub struct Presence {
     /// The other gateways' entries of each room with local members (and
     /// for [`MIRROR_LINGER`] after the last one left), by room key prefix.
     mirrors: Arc<Mutex<HashMap<String, Arc<Mirror>>>>,
-    /// The client's connection count when the mirrors were last checked: a
-    /// reconnect means messages may have been missed while it was away.
-    connects: Arc<AtomicU64>,
 }
 
 /// Presence puts in flight at once while refreshing.
@@ -64,9 +62,16 @@ const REFRESH_CHUNK: usize = 64;
 /// only member reconnects is not read again.
 const MIRROR_LINGER: Duration = Duration::from_secs(30);
 
+/// How long starting a mirror (subscribe, read the room) may take before
+/// the join or leave waiting on it gives up (`unavailable`).
+const MIRROR_START: Duration = Duration::from_secs(10);
+
 /// One room's entries on the other gateways, kept current by the room's KV
 /// messages.
 struct Mirror {
+    /// The client's connection count when the mirror was made: a copy made
+    /// before a reconnect may have missed messages while it was away.
+    connects: u64,
     state: Mutex<MirrorState>,
     /// Set once the bucket has been read (after the subscription started).
     seeded: tokio::sync::OnceCell<()>,
@@ -84,8 +89,9 @@ struct MirrorState {
 }
 
 impl Mirror {
-    fn new() -> Self {
+    fn new(connects: u64) -> Self {
         Self {
+            connects,
             state: Mutex::new(MirrorState {
                 others: HashMap::new(),
                 touched: Some(HashSet::new()),
@@ -108,8 +114,10 @@ impl Mirror {
         let Some(conn) = msg.subject.rsplit('.').next() else {
             return;
         };
+        // Deletes and purges are empty messages marked in their headers.
         let removed = msg.headers.as_ref().is_some_and(|h| {
-            h.get("KV-Operation").is_some() || h.get("Nats-Marker-Reason").is_some()
+            h.get("KV-Operation")
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
         });
         let entry = if removed {
             None
@@ -184,15 +192,17 @@ fn now_ms() -> i64 {
 }
 
 impl Presence {
-    pub fn new(client: async_nats::Client, kv: kv::Store, refresh: Duration) -> Self {
+    /// Presence on `bus`: its KV bucket, and its client for the mirrors'
+    /// subscriptions. Both must be the same connection: the server then
+    /// registers a mirror's subscription before the read that seeds it.
+    pub fn new(bus: &Bus, refresh: Duration) -> Self {
         Self {
-            kv,
+            kv: bus.presence.clone(),
+            client: bus.client.clone(),
             gateway: Arc::from(format!("gw_{}", uuid::Uuid::now_v7().simple())),
             refresh,
-            connects: Arc::new(AtomicU64::new(client.statistics().connects.load(Relaxed))),
             mine: Arc::default(),
             mirrors: Arc::default(),
-            client,
         }
     }
 
@@ -297,15 +307,26 @@ impl Presence {
         tenant: &TenantId,
         room: &RoomName,
     ) -> Result<Arc<Mirror>, async_nats::Error> {
-        let mirror = self
-            .mirrors()
-            .entry(room_prefix(tenant, room))
-            .or_insert_with(|| Arc::new(Mirror::new()))
-            .clone();
+        let connects = self.client.statistics().connects.load(Relaxed);
+        let mirror = {
+            let mut mirrors = self.mirrors();
+            let slot = mirrors
+                .entry(room_prefix(tenant, room))
+                .or_insert_with(|| Arc::new(Mirror::new(connects)));
+            if slot.connects != connects {
+                // Made before the last reconnect: start afresh.
+                *slot = Arc::new(Mirror::new(connects));
+            }
+            slot.clone()
+        };
         mirror.state().last_used = Instant::now();
         mirror
             .seeded
-            .get_or_try_init(|| self.start_mirror(&mirror, tenant, room))
+            .get_or_try_init(|| async {
+                tokio::time::timeout(MIRROR_START, self.start_mirror(&mirror, tenant, room))
+                    .await
+                    .unwrap_or_else(|_| Err("reading the room's presence timed out".into()))
+            })
             .await?;
         Ok(mirror)
     }
@@ -317,10 +338,12 @@ impl Presence {
         room: &RoomName,
     ) -> Result<(), async_nats::Error> {
         let subject = format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET);
+        // The subscription goes out before the read's consumer request on the
+        // same connection, so the server registers it first and no change
+        // falls between the two. (In a cluster it reaches the other servers
+        // a moment later; a change missed then heals with the owner's next
+        // refresh, or the entry's expiry.)
         let mut messages = self.client.subscribe(subject).await?;
-        // The server has the subscription before the read starts, so no
-        // change falls between the two.
-        self.client.flush().await?;
         let weak: Weak<Mirror> = Arc::downgrade(mirror);
         let gateway = self.gateway.clone();
         let task = tokio::spawn(async move {
@@ -399,15 +422,8 @@ impl Presence {
     }
 
     /// Drops the entries of dead gateways from the mirrors, and the mirrors
-    /// of rooms without local members for [`MIRROR_LINGER`]. After a NATS
-    /// reconnect every mirror goes (changes made while this gateway was
-    /// away never reached it); each room is read again at its next decision.
+    /// of rooms without local members for [`MIRROR_LINGER`].
     fn sweep_mirrors(&self) {
-        let connects = self.client.statistics().connects.load(Relaxed);
-        if self.connects.swap(connects, Relaxed) != connects {
-            tracing::info!("NATS reconnected: presence copies will be read again");
-            self.mirrors().clear();
-        }
         let now = now_ms();
         let rooms: HashSet<String> = self.mine().keys().cloned().collect();
         self.mirrors().retain(|prefix, mirror| {
@@ -447,14 +463,29 @@ impl Presence {
                 let gap = this.refresh / 2 / chunks as u32;
                 for chunk in batch.chunks(REFRESH_CHUNK) {
                     let started = tokio::time::Instant::now();
+                    let live = |prefix: &str, conn: &str| {
+                        this.mine()
+                            .get(prefix)
+                            .is_some_and(|m| m.contains_key(conn))
+                    };
+                    let this = &this;
+                    let live = &live;
                     let puts = chunk.iter().filter_map(|(prefix, conn, entry)| {
                         // Skip entries removed while we were refreshing.
-                        let live = this
-                            .mine()
-                            .get(prefix)
-                            .is_some_and(|m| m.contains_key(conn));
+                        if !live(prefix, conn) {
+                            return None;
+                        }
                         let value = serde_json::to_vec(entry).ok()?;
-                        live.then(|| this.kv.put(format!("{prefix}{conn}"), value.into()))
+                        let key = format!("{prefix}{conn}");
+                        Some(async move {
+                            let put = this.kv.put(&key, value.into()).await;
+                            // A connection that left while the put was in
+                            // flight had its delete overtaken: delete again.
+                            if !live(prefix, conn) {
+                                let _ = this.kv.delete(&key).await;
+                            }
+                            put
+                        })
                     });
                     let failed = futures_util::future::join_all(puts)
                         .await

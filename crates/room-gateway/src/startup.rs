@@ -83,11 +83,7 @@ impl Application {
             bus: bus.clone(),
             slots: ConnectionSlots::default(),
             sessions: Arc::default(),
-            presence: Presence::new(
-                bus.client.clone(),
-                bus.presence.clone(),
-                settings.presence_refresh,
-            ),
+            presence: Presence::new(&bus, settings.presence_refresh),
             settings: Arc::new(settings),
             shutdown: drain,
         };
