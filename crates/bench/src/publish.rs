@@ -180,7 +180,9 @@ impl Ingest {
                         if me.event(&room, body.clone(), key.as_deref()).await.is_ok() {
                             return (idx, true);
                         }
-                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                        if attempt + 1 < attempts {
+                            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                        }
                     }
                     (idx, false)
                 });

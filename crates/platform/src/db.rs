@@ -30,35 +30,6 @@ pub fn pool(url: &str, max_size: usize) -> Result<PgPool, DbSetupError> {
         .map_err(DbSetupError::Pool)
 }
 
-/// A pool whose sessions commit without waiting for the WAL to reach the
-/// disk (`synchronous_commit = off`): for records a crash of PostgreSQL may
-/// lose without harm (the last moments' worth, at most `3 ×
-/// wal_writer_delay`), written where an fsync per commit would be on a
-/// request's path. Everything else uses [`pool`].
-pub fn async_commit_pool(url: &str, max_size: usize) -> Result<PgPool, DbSetupError> {
-    use diesel_async::pooled_connection::ManagerConfig;
-    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
-    use futures_util::FutureExt as _;
-    let mut config = ManagerConfig::<AsyncPgConnection>::default();
-    config.custom_setup = Box::new(|url| {
-        let url = url.to_owned();
-        async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
-            diesel::sql_query("SET synchronous_commit = off")
-                .execute(&mut conn)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            Ok(conn)
-        }
-        .boxed()
-    });
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
-    Pool::builder(manager)
-        .max_size(max_size)
-        .build()
-        .map_err(DbSetupError::Pool)
-}
-
 /// Runs pending migrations. The harness blocks, so it runs on a blocking
 /// thread with its own connection.
 pub async fn migrate(url: &str, migrations: EmbeddedMigrations) -> Result<(), DbSetupError> {

@@ -22,18 +22,13 @@ pub enum RepositoryError {
 #[derive(Clone)]
 pub struct Repository {
     pub pool: PgPool,
-    /// Sessions with `synchronous_commit = off`, for idempotency records
-    /// only (see [`Repository::remember_response`]).
-    pub records: PgPool,
 }
 
 impl Repository {
-    /// Pools of up to `size` connections (and half as many, at least two,
-    /// for idempotency records).
+    /// A pool of up to `size` connections.
     pub fn connect(url: &str, size: usize) -> Result<Self, DbSetupError> {
         Ok(Self {
             pool: db::pool(url, size)?,
-            records: db::async_commit_pool(url, (size / 2).max(2))?,
         })
     }
 }
