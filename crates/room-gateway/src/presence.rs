@@ -187,6 +187,11 @@ fn room_prefix(tenant: &TenantId, room: &RoomName) -> String {
     format!("{tenant}.{room}.")
 }
 
+/// The subjects of the room's keys in the bucket's stream.
+fn room_subjects(tenant: &TenantId, room: &RoomName) -> String {
+    format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET)
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -337,13 +342,12 @@ impl Presence {
         tenant: &TenantId,
         room: &RoomName,
     ) -> Result<(), async_nats::Error> {
-        let subject = format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET);
         // The subscription goes out before the read's consumer request on the
         // same connection, so the server registers it first and no change
         // falls between the two. (In a cluster it reaches the other servers
         // a moment later; a change missed then heals with the owner's next
         // refresh, or the entry's expiry.)
-        let mut messages = self.client.subscribe(subject).await?;
+        let mut messages = self.client.subscribe(room_subjects(tenant, room)).await?;
         let weak: Weak<Mirror> = Arc::downgrade(mirror);
         let gateway = self.gateway.clone();
         let task = tokio::spawn(async move {
@@ -366,7 +370,7 @@ impl Presence {
         room: &RoomName,
     ) -> Result<Vec<Entry>, async_nats::Error> {
         let config = consumer::pull::OrderedConfig {
-            filter_subject: format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET),
+            filter_subject: room_subjects(tenant, room),
             deliver_policy: consumer::DeliverPolicy::LastPerSubject,
             ..Default::default()
         };
@@ -461,15 +465,14 @@ impl Presence {
                 // entry at once starves joins of NATS.
                 let chunks = batch.len().div_ceil(REFRESH_CHUNK).max(1);
                 let gap = this.refresh / 2 / chunks as u32;
+                let this = &this;
+                let live = &|prefix: &str, conn: &str| {
+                    this.mine()
+                        .get(prefix)
+                        .is_some_and(|m| m.contains_key(conn))
+                };
                 for chunk in batch.chunks(REFRESH_CHUNK) {
                     let started = tokio::time::Instant::now();
-                    let live = |prefix: &str, conn: &str| {
-                        this.mine()
-                            .get(prefix)
-                            .is_some_and(|m| m.contains_key(conn))
-                    };
-                    let this = &this;
-                    let live = &live;
                     let puts = chunk.iter().filter_map(|(prefix, conn, entry)| {
                         // Skip entries removed while we were refreshing.
                         if !live(prefix, conn) {
