@@ -58,14 +58,68 @@ pub const TASKS_ALL: &str = "sb.task.>";
 /// the key's SHA-256), so none keeps accepting it from its cache.
 pub const API_KEY_REVOKED: &str = "sb.ctl.apikey.revoked";
 
-/// Key of a presence entry: `{tenant}.{room}.{conn}`.
-pub fn presence_key(tenant: &TenantId, room: &RoomName, conn: &str) -> String {
-    format!("{tenant}.{room}.{conn}")
+/// A room as it is written inside a KV key or a `$KV.…` subject (DESIGN.md
+/// §2): KV keys allow only `[-/_=.A-Za-z0-9]`, so `=` → `=3D`, `:` → `=3A`,
+/// `@` → `=40`. Escaping `=` first makes the mapping one-to-one.
+pub fn kv_room(room: &RoomName) -> String {
+    let raw = room.as_str();
+    if !raw.bytes().any(|c| matches!(c, b'=' | b':' | b'@')) {
+        return raw.to_owned();
+    }
+    let mut out = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        match c {
+            '=' => out.push_str("=3D"),
+            ':' => out.push_str("=3A"),
+            '@' => out.push_str("=40"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-/// Key of a room's state: `{tenant}.{room}`.
+/// The inverse of [`kv_room`]: the room a KV key token names, or `None` when
+/// the token is no escaped room name.
+pub fn room_from_kv(token: &str) -> Option<RoomName> {
+    let mut out = String::with_capacity(token.len());
+    let mut rest = token;
+    while let Some(at) = rest.find('=') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3)?;
+        out.push(match code {
+            "3D" => '=',
+            "3A" => ':',
+            "40" => '@',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    RoomName::parse(out).ok()
+}
+
+/// Key of a presence entry: `{tenant}.{room}.{conn}`, the room escaped.
+pub fn presence_key(tenant: &TenantId, room: &RoomName, conn: &str) -> String {
+    format!("{}{conn}", presence_room_prefix(tenant, room))
+}
+
+/// What every presence key of one room starts with: `{tenant}.{room}.`.
+pub fn presence_room_prefix(tenant: &TenantId, room: &RoomName) -> String {
+    format!("{tenant}.{}.", kv_room(room))
+}
+
+/// The subjects of one room's presence keys in the bucket's stream:
+/// `$KV.SB_PRESENCE.{tenant}.{room}.*`, the room escaped.
+pub fn presence_room_subjects(tenant: &TenantId, room: &RoomName) -> String {
+    format!(
+        "$KV.{PRESENCE_BUCKET}.{}*",
+        presence_room_prefix(tenant, room)
+    )
+}
+
+/// Key of a room's state: `{tenant}.{room}`, the room escaped.
 pub fn room_state_key(tenant: &TenantId, room: &RoomName) -> String {
-    format!("{tenant}.{room}")
+    format!("{tenant}.{}", kv_room(room))
 }
 
 #[cfg(test)]
@@ -80,5 +134,41 @@ mod tests {
         assert_eq!(room_live(&t, &r), "sb.live.acme.user:42");
         let e = EventName::parse("chat.query").unwrap();
         assert_eq!(inbox(&t, &e), "sb.in.acme.chat.query");
+    }
+
+    /// What NATS accepts in a KV key (nats.rs `is_valid_key`).
+    fn valid_kv_key(k: &str) -> bool {
+        !k.is_empty()
+            && !k.starts_with('.')
+            && !k.ends_with('.')
+            && k.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'/' | b'_' | b'=' | b'.'))
+    }
+
+    #[test]
+    fn kv_keys_escape_every_room_character_kv_refuses() {
+        let t = TenantId::parse("acme").unwrap();
+        let r = RoomName::parse("user:42").unwrap();
+        assert_eq!(room_state_key(&t, &r), "acme.user=3A42");
+        assert_eq!(presence_key(&t, &r, "c_1"), "acme.user=3A42.c_1");
+        assert_eq!(
+            presence_room_subjects(&t, &r),
+            "$KV.SB_PRESENCE.acme.user=3A42.*"
+        );
+        let every = "AZaz09_:@=-";
+        let r = RoomName::parse(every).unwrap();
+        assert_eq!(kv_room(&r), "AZaz09_=3A=40=3D-");
+        assert!(valid_kv_key(&room_state_key(&t, &r)));
+        assert!(valid_kv_key(&presence_key(&t, &r, "c_1")));
+        for raw in [every, "=3A", "==", "a=", "@@::", "lobby", "x=40y"] {
+            let r = RoomName::parse(raw).unwrap();
+            assert_eq!(room_from_kv(&kv_room(&r)), Some(r.clone()), "{raw}");
+        }
+        // Distinct rooms never share a key: `=3A` (three characters) and `:`.
+        let a = RoomName::parse("=3A").unwrap();
+        let b = RoomName::parse(":").unwrap();
+        assert_ne!(kv_room(&a), kv_room(&b));
+        assert_eq!(room_from_kv("a=3"), None);
+        assert_eq!(room_from_kv("a=41"), None);
     }
 }

@@ -184,12 +184,12 @@ pub struct Member {
 }
 
 fn room_prefix(tenant: &TenantId, room: &RoomName) -> String {
-    format!("{tenant}.{room}.")
+    subjects::presence_room_prefix(tenant, room)
 }
 
 /// The subjects of the room's keys in the bucket's stream.
 fn room_subjects(tenant: &TenantId, room: &RoomName) -> String {
-    format!("$KV.{}.{tenant}.{room}.*", subjects::PRESENCE_BUCKET)
+    subjects::presence_room_subjects(tenant, room)
 }
 
 fn now_ms() -> i64 {

@@ -10,6 +10,7 @@ mod gateway;
 mod helpers;
 mod notifications;
 mod protocol;
+mod rooms;
 mod services;
 mod shutdown;
 mod suggestions;
