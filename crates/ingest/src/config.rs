@@ -22,6 +22,9 @@ pub struct Settings {
     /// How often the delivery loop looks for held notifications that are due
     /// (`SB_NOTIFY_POLL`).
     pub notify_poll: Duration,
+    /// Every this many stored events one is timed hop by hop
+    /// (`SB_HOP_SAMPLE`; 0: none).
+    pub hop_sample: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -58,12 +61,7 @@ impl Settings {
                 16,
                 "a whole number of connections",
             )?,
-            max_event_bytes: config::parsed(
-                src,
-                "SB_MAX_EVENT_BYTES",
-                60 * 1024,
-                "a whole number of bytes",
-            )?,
+            max_event_bytes: config::max_event_bytes(src)?,
             max_batch_events: config::parsed(
                 src,
                 "SB_MAX_BATCH_EVENTS",
@@ -71,6 +69,12 @@ impl Settings {
                 "a whole number of events",
             )?,
             notify_poll: config::duration(src, "SB_NOTIFY_POLL", Duration::from_secs(1))?,
+            hop_sample: config::parsed(
+                src,
+                "SB_HOP_SAMPLE",
+                100,
+                "a whole number of events (0: none are timed)",
+            )?,
         })
     }
 }

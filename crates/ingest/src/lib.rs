@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod hops;
 pub mod keycache;
 pub mod outbound;
 pub mod ratelimit;

@@ -68,6 +68,7 @@ impl Application {
         let readiness = Readiness::default().nats(&bus).postgres(&repo.pool);
         let registry = SharedRegistry::new(Registry::default());
         let notify_poll = settings.notify_poll;
+        let hop_sample = settings.hop_sample;
         let state = AppState {
             repo,
             bus: bus.clone(),
@@ -76,6 +77,7 @@ impl Application {
             limiter: Arc::new(RateLimiter::new(tenants.clone())),
             tenants,
             keys,
+            hops: Arc::new(crate::hops::HopSampler::new(hop_sample)),
         };
         let delivery = tokio::spawn(crate::delivery::run(
             state.clone(),

@@ -52,6 +52,43 @@ pub fn parsed<T: FromStr>(
     }
 }
 
+/// A whole number of at least `min`; `rule` says so in the error.
+pub fn at_least<T>(
+    src: &dyn Source,
+    var: &str,
+    default: T,
+    min: T,
+    rule: &str,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + ToString,
+{
+    let v = parsed(src, var, default, rule)?;
+    if v < min {
+        return Err(ConfigError {
+            var: var.into(),
+            value: v.to_string(),
+            rule: rule.into(),
+        });
+    }
+    Ok(v)
+}
+
+/// The largest `data` of one event, in bytes of its JSON
+/// (`SB_MAX_EVENT_BYTES`): one limit for every way an event enters (ingest's
+/// HTTP API and a gateway's client `publish`).
+pub fn max_event_bytes(src: &dyn Source) -> Result<usize, ConfigError> {
+    at_least(
+        src,
+        "SB_MAX_EVENT_BYTES",
+        DEFAULT_MAX_EVENT_BYTES,
+        1,
+        "a whole number of bytes, at least 1",
+    )
+}
+
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 60 * 1024;
+
 pub fn listen(src: &dyn Source, default: &str) -> Result<SocketAddr, ConfigError> {
     let value = string(src, "SB_LISTEN", default);
     value.parse().map_err(|_| ConfigError {
@@ -71,6 +108,23 @@ pub fn duration(src: &dyn Source, var: &str, default: Duration) -> Result<Durati
             rule: "a number with a unit: ms, s, m, h or d (e.g. 24h)".into(),
         }),
     }
+}
+
+/// A duration that must be longer than zero (an interval a timer runs on).
+pub fn positive_duration(
+    src: &dyn Source,
+    var: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = duration(src, var, default)?;
+    if d.is_zero() {
+        return Err(ConfigError {
+            var: var.into(),
+            value: src.get(var).unwrap_or_default(),
+            rule: "a duration longer than zero, with a unit: ms, s, m, h or d (e.g. 10s)".into(),
+        });
+    }
+    Ok(d)
 }
 
 pub fn parse_duration(s: &str) -> Option<Duration> {

@@ -38,14 +38,23 @@ impl StreamSettings {
                 rule: "a whole number of events per room, at least 1".into(),
             });
         }
+        let room_history_age =
+            config::duration(src, "SB_ROOM_HISTORY_AGE", Duration::from_secs(86_400))?;
+        let dedup_window = config::duration(src, "SB_DEDUP_WINDOW", Duration::from_secs(120))?;
+        if !room_history_age.is_zero() && dedup_window > room_history_age {
+            // JetStream refuses such a stream; say why before it does.
+            return Err(ConfigError {
+                var: "SB_DEDUP_WINDOW".into(),
+                value: src.get("SB_DEDUP_WINDOW").unwrap_or_else(|| "2m".into()),
+                rule:
+                    "no longer than SB_ROOM_HISTORY_AGE (events are deduplicated only while kept)"
+                        .into(),
+            });
+        }
         Ok(Self {
             room_history,
-            room_history_age: config::duration(
-                src,
-                "SB_ROOM_HISTORY_AGE",
-                Duration::from_secs(86_400),
-            )?,
-            dedup_window: config::duration(src, "SB_DEDUP_WINDOW", Duration::from_secs(120))?,
+            room_history_age,
+            dedup_window,
             domain_age: config::duration(src, "SB_DOMAIN_AGE", Duration::from_secs(7 * 86_400))?,
             presence_ttl: config::duration(src, "SB_PRESENCE_TTL", Duration::from_secs(30))?,
         })
@@ -54,6 +63,20 @@ impl StreamSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSetupError {
+    #[error(
+        "the NATS server at {url} is nats-server {found}; Switchboard needs {floor} or newer (scripts/up and scripts/test start a pinned one)"
+    )]
+    TooOld {
+        url: String,
+        found: String,
+        floor: String,
+    },
+    #[error("NATS at {url} did not answer")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: async_nats::client::FlushError,
+    },
     #[error("cannot connect to NATS at {url}")]
     Connect {
         url: String,
@@ -96,75 +119,121 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 /// [`connect`] with the number of messages each subscription may buffer;
 /// beyond it the client drops messages (a "slow consumer").
 ///
-/// `on_drop` is told each time a subscription dropped a message, so the
-/// owner can recover what was lost.
+/// `on_loss` is told each time messages may have been lost: a subscription
+/// dropped one, or the connection came back after an outage (core NATS
+/// keeps nothing for a disconnected client), so the owner can recover.
 pub async fn connect_with_capacity(
     url: &str,
     name: &str,
     capacity: usize,
-    on_drop: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    on_loss: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 ) -> Result<async_nats::Client, NatsSetupError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .subscription_capacity(capacity.max(1));
-    if let Some(on_drop) = on_drop {
+    if let Some(on_loss) = on_loss {
         options = options.event_callback(move |event| {
-            if matches!(event, async_nats::Event::SlowConsumer(_)) {
-                on_drop();
+            if matches!(
+                event,
+                async_nats::Event::SlowConsumer(_) | async_nats::Event::Connected
+            ) {
+                on_loss();
             }
             async {}
         });
     }
-    options
+    let client = options
         .connect(url)
         .await
         .map_err(|source| NatsSetupError::Connect {
             url: url.into(),
             source,
-        })
+        })?;
+    // The client connects in the background (it retries until NATS is
+    // up); a flush returns once the server answered, its INFO read.
+    client
+        .flush()
+        .await
+        .map_err(|source| NatsSetupError::Unreachable {
+            url: url.into(),
+            source,
+        })?;
+    check_version(url, &client.server_info().version)?;
+    Ok(client)
+}
+
+/// The oldest nats-server Switchboard runs on (DESIGN.md §1).
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 14, 0);
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`], naming both.
+pub fn check_version(url: &str, found: &str) -> Result<(), NatsSetupError> {
+    let parsed = parse_version(found);
+    if parsed.is_some_and(|v| v >= MIN_SERVER_VERSION) {
+        return Ok(());
+    }
+    let (a, b, c) = MIN_SERVER_VERSION;
+    Err(NatsSetupError::TooOld {
+        url: url.into(),
+        found: found.into(),
+        floor: format!("{a}.{b}.{c}"),
+    })
+}
+
+/// `2.15.1` (or `v2.15.1-beta.2`) as numbers; `None` when it is no version.
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().unwrap_or(Some(0))?,
+    ))
 }
 
 impl Bus {
-    /// Connects and makes sure every stream and bucket exists with `settings`.
+    /// Connects and makes sure every stream and bucket exists with
+    /// `settings`; after every reconnect it makes sure again (a restarted
+    /// server has lost its memory-stored buckets, such as `SB_PRESENCE`).
     pub async fn start(
         url: &str,
         name: &str,
         settings: &StreamSettings,
     ) -> Result<Self, NatsSetupError> {
-        let client = connect(url, name).await?;
+        let (reconnected_tx, mut reconnected) = tokio::sync::watch::channel(0u64);
+        let on_loss: std::sync::Arc<dyn Fn() + Send + Sync> =
+            std::sync::Arc::new(move || reconnected_tx.send_modify(|n| *n += 1));
+        let client =
+            connect_with_capacity(url, name, DEFAULT_SUBSCRIPTION_CAPACITY, Some(on_loss)).await?;
         let jetstream = jetstream::new(client.clone());
-        ensure_streams(&jetstream, settings).await?;
-        let tenants = ensure_bucket(
-            &jetstream,
-            subjects::TENANTS_BUCKET,
-            kv::Config {
-                history: 1,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let presence = ensure_bucket(
-            &jetstream,
-            subjects::PRESENCE_BUCKET,
-            kv::Config {
-                history: 1,
-                max_age: settings.presence_ttl,
-                storage: stream::StorageType::Memory,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let room_state = ensure_bucket(
-            &jetstream,
-            subjects::ROOM_STATE_BUCKET,
-            kv::Config {
-                history: 1,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let [tenants, presence, room_state] = ensure_all(&jetstream, settings).await?;
+        reconnected.mark_unchanged();
+        let keeper = {
+            let (client, jetstream, settings) =
+                (client.clone(), jetstream.clone(), settings.clone());
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                let mut seen = client.statistics().connects.load(Relaxed);
+                while reconnected.changed().await.is_ok() {
+                    let now = client.statistics().connects.load(Relaxed);
+                    if now == seen {
+                        continue; // a dropped message, not a reconnect
+                    }
+                    seen = now;
+                    match ensure_all(&jetstream, &settings).await {
+                        Ok(_) => {
+                            tracing::info!("streams and buckets checked after a NATS reconnect")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "streams and buckets not restored after a NATS reconnect")
+                        }
+                    }
+                }
+            }
+        };
+        tokio::spawn(keeper);
         Ok(Self {
             client,
             jetstream,
@@ -224,6 +293,44 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<stream::Config> {
     ]
 }
 
+/// Every stream, then the buckets `[tenants, presence, room_state]`.
+async fn ensure_all(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<[kv::Store; 3], NatsSetupError> {
+    ensure_streams(js, settings).await?;
+    let tenants = ensure_bucket(
+        js,
+        subjects::TENANTS_BUCKET,
+        kv::Config {
+            history: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let presence = ensure_bucket(
+        js,
+        subjects::PRESENCE_BUCKET,
+        kv::Config {
+            history: 1,
+            max_age: settings.presence_ttl,
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let room_state = ensure_bucket(
+        js,
+        subjects::ROOM_STATE_BUCKET,
+        kv::Config {
+            history: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok([tenants, presence, room_state])
+}
+
 async fn ensure_streams(
     js: &jetstream::Context,
     settings: &StreamSettings,
@@ -240,9 +347,8 @@ async fn ensure_streams(
 }
 
 /// Creates a key-value bucket as the stream KV clients expect (`KV_{name}`
-/// on `$KV.{name}.>`), then opens it. We write the stream config ourselves
-/// because async-nats' own bucket creation first queries account info in a
-/// shape that servers before 2.11 do not answer (Debian ships 2.9).
+/// on `$KV.{name}.>`), then opens it. The stream config is written here,
+/// with the limits this module owns, so every service creates it alike.
 async fn ensure_bucket(
     js: &jetstream::Context,
     name: &'static str,
@@ -267,6 +373,23 @@ async fn ensure_bucket(
     js.get_key_value(name)
         .await
         .map_err(|source| NatsSetupError::Bucket { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_the_floor_are_refused_with_both_versions() {
+        assert!(check_version("u", "2.14.0").is_ok());
+        assert!(check_version("u", "2.15.1").is_ok());
+        assert!(check_version("u", "3.0.0").is_ok());
+        let e = check_version("nats://x", "2.9.10").unwrap_err().to_string();
+        assert!(e.contains("2.9.10") && e.contains("2.14.0"), "{e}");
+        assert!(check_version("u", "2.12.8").is_err());
+        assert!(check_version("u", "garbage").is_err());
+        assert_eq!(parse_version("v2.14.0-beta.1"), Some((2, 14, 0)));
+    }
 }
 
 fn static_name(name: &str) -> &'static str {
@@ -319,7 +442,31 @@ pub async fn send_room_event(
     room: &switchboard_proto::RoomName,
     event: &switchboard_proto::pb::RoomEvent,
 ) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
-    send_stored(js, subjects::room_event(tenant, room), event, &event.id).await
+    send_room_event_timed(js, tenant, room, event, None).await
+}
+
+/// [`send_room_event`], marking the event with when its HTTP request came
+/// in (`subjects::HOP_HEADER`, Unix nanoseconds) when `http_in_ns` is given:
+/// gateways then time the rest of its way (`/v1/stats/hops`).
+pub async fn send_room_event_timed(
+    js: &jetstream::Context,
+    tenant: &switchboard_proto::TenantId,
+    room: &switchboard_proto::RoomName,
+    event: &switchboard_proto::pb::RoomEvent,
+    http_in_ns: Option<u64>,
+) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
+    let mut headers = trace_headers();
+    if let Some(ns) = http_in_ns {
+        headers.insert(subjects::HOP_HEADER, ns.to_string().as_str());
+    }
+    send_stored_with(
+        js,
+        subjects::room_event(tenant, room),
+        event,
+        &event.id,
+        headers,
+    )
+    .await
 }
 
 /// Sends `message` to a stream's `subject` with `id` as `Nats-Msg-Id` (so a
@@ -331,9 +478,20 @@ pub async fn send_stored(
     message: &impl prost::Message,
     id: &str,
 ) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
+    send_stored_with(js, subject, message, id, trace_headers()).await
+}
+
+/// [`send_stored`] with the headers given (the trace context among them).
+pub async fn send_stored_with(
+    js: &jetstream::Context,
+    subject: String,
+    message: &impl prost::Message,
+    id: &str,
+    headers: async_nats::HeaderMap,
+) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
     let publish = jetstream::message::PublishMessage::build()
         .payload(message.encode_to_vec().into())
-        .headers(trace_headers())
+        .headers(headers)
         .message_id(id);
     Ok(js.send_publish(subject, publish).await?)
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -93,44 +94,88 @@ impl TenantDirectory {
     }
 
     /// Loads every tenant, then follows changes until `shutdown`. Returns
-    /// once the first load is complete; the watch goes on in the background.
+    /// once the first load is complete; the watch goes on in the
+    /// background. When the watch ends (the bucket went away, NATS lost
+    /// it) the directory says it is not loaded — `/readyz` turns red — and
+    /// watches again until it is back, keeping what it knew meanwhile.
     pub async fn start(&self, store: kv::Store, shutdown: Shutdown) -> Result<(), kv::WatchError> {
         let _ = self.inner.store.set(store.clone());
-        let mut watch = store.watch_with_history(">").await?;
-        let pending = store.status().await.map(|s| s.values()).unwrap_or(0);
-        if pending == 0 {
-            self.inner.loaded.store(true, Ordering::Release);
-        }
-        let dir = self.clone();
+        let watch = store.watch_with_history(">").await?;
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut first_tx = Some(first_tx);
-        if dir.is_loaded() {
-            let _ = first_tx.take().map(|tx| tx.send(()));
-        }
+        let dir = self.clone();
         tokio::spawn(async move {
             let mut shutdown = shutdown;
+            let mut first = Some(first_tx);
+            let mut watch = Some(watch);
+            let mut retry = Duration::from_millis(100);
             loop {
-                tokio::select! {
-                    _ = shutdown.wait() => break,
-                    next = watch.next() => match next {
-                        Some(Ok(entry)) => {
-                            let caught_up = entry.delta == 0;
-                            dir.apply(entry);
-                            if caught_up && !dir.is_loaded() {
-                                dir.inner.loaded.store(true, Ordering::Release);
-                                let _ = first_tx.take().map(|tx| tx.send(()));
+                let current = match watch.take() {
+                    Some(w) => w,
+                    None => match store.watch_with_history(">").await {
+                        Ok(w) => {
+                            retry = Duration::from_millis(100);
+                            w
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot watch SB_TENANTS; retrying");
+                            tokio::select! {
+                                _ = shutdown.wait() => return,
+                                _ = tokio::time::sleep(retry) => {}
                             }
+                            retry = (retry * 2).min(Duration::from_secs(2));
+                            continue;
                         }
-                        Some(Err(e)) => tracing::warn!(error = %e, "SB_TENANTS watch error"),
-                        None => {
-                            tracing::error!("SB_TENANTS watch ended");
-                            break;
-                        }
-                    }
+                    },
+                };
+                let ended = dir.follow(&store, current, &mut first, &mut shutdown).await;
+                if !ended {
+                    return; // shutdown
                 }
+                dir.inner.loaded.store(false, Ordering::Release);
+                tracing::error!("SB_TENANTS watch ended; not ready until it is back");
             }
         });
         let _ = first_rx.await;
         Ok(())
+    }
+
+    /// Applies one watch until it ends (true) or `shutdown` (false); the
+    /// directory counts as loaded once the watch has caught up.
+    async fn follow(
+        &self,
+        store: &kv::Store,
+        mut watch: kv::Watch,
+        first: &mut Option<tokio::sync::oneshot::Sender<()>>,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let caught_up = |dir: &Self, first: &mut Option<tokio::sync::oneshot::Sender<()>>| {
+            dir.inner.loaded.store(true, Ordering::Release);
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+        };
+        // An empty bucket delivers nothing to catch up with.
+        if store.status().await.map(|s| s.values()).unwrap_or(0) == 0 {
+            caught_up(self, first);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return false,
+                next = watch.next() => match next {
+                    Some(Ok(entry)) => {
+                        let done = entry.delta == 0;
+                        self.apply(entry);
+                        if done && !self.is_loaded() {
+                            caught_up(self, first);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "SB_TENANTS watch error");
+                        return true;
+                    }
+                    None => return true,
+                }
+            }
+        }
     }
 }

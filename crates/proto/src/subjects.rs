@@ -54,6 +54,11 @@ pub const DOMAIN_ALL: &str = "sb.dom.>";
 pub const INBOX_ALL: &str = "sb.in.>";
 pub const TASKS_ALL: &str = "sb.task.>";
 
+/// Header ingest puts on a sample of the room events it stores: when the
+/// HTTP request arrived (Unix nanoseconds). Gateways time the rest of each
+/// such event's way from it (`/v1/stats/hops`).
+pub const HOP_HEADER: &str = "Sb-Http-In-Ns";
+
 /// Ingest instances tell each other that an API key was revoked (payload:
 /// the key's SHA-256), so none keeps accepting it from its cache.
 pub const API_KEY_REVOKED: &str = "sb.ctl.apikey.revoked";

@@ -1,6 +1,11 @@
 //! Helpers for integration tests against the real NATS and PostgreSQL:
-//! a fresh database per test (dropped afterwards), and a WebSocket client
-//! whose every wait has a timeout.
+//! a fresh database per test (dropped afterwards), a private nats-server for
+//! tests that restart the broker or change its stream limits, and a
+//! WebSocket client whose every wait has a timeout.
+
+mod nats_server;
+
+pub use nats_server::NatsServer;
 
 use std::time::Duration;
 

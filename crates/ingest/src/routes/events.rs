@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use prost::Message as _;
 use serde_json::json;
 use switchboard_platform::Problem;
-use switchboard_platform::nats::{send_room_event, trace_headers};
+use switchboard_platform::nats::{send_room_event_timed, trace_headers};
 use switchboard_proto::{TenantId, subjects};
 
 use super::auth::require_tenant_key;
@@ -127,6 +127,7 @@ async fn publish_one(
     state: web::Data<AppState>,
     js: web::Data<WorkerJetStream>,
 ) -> Result<HttpResponse, Problem> {
+    let http_in = crate::hops::now_ns();
     let (tenant, room) = path.into_inner();
     let tenant = require_tenant_key(&req, &state, &tenant).await?;
     let key = idempotency_key(&req)?;
@@ -168,7 +169,7 @@ async fn publish_one(
         None => secrets::new_event_id(),
     };
     let (room, event) = valid.into_proto(id.clone(), tenant.as_str(), now_ms(), false);
-    let ack = send_room_event(&js.0, &tenant, &room, &event)
+    let ack = send_room_event_timed(&js.0, &tenant, &room, &event, state.hops.mark(http_in))
         .await
         .map_err(publish_problem)?
         .await
@@ -187,6 +188,7 @@ async fn publish_batch(
     state: web::Data<AppState>,
     js: web::Data<WorkerJetStream>,
 ) -> Result<HttpResponse, Problem> {
+    let http_in = crate::hops::now_ns();
     let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
     let key = idempotency_key(&req)?;
     let input: NewBatch = parse_json(&body)?;
@@ -228,7 +230,7 @@ async fn publish_batch(
             None => secrets::new_event_id(),
         };
         let (room, event) = v.into_proto(id.clone(), tenant.as_str(), ts, false);
-        let ack = send_room_event(&js.0, &tenant, &room, &event)
+        let ack = send_room_event_timed(&js.0, &tenant, &room, &event, state.hops.mark(http_in))
             .await
             .map_err(publish_problem)?;
         pending.push((id, ack));

@@ -50,6 +50,8 @@ pub struct AppState {
     pub tenants: TenantDirectory,
     pub limiter: Arc<RateLimiter>,
     pub keys: KeyCache,
+    /// Which stored events are timed hop by hop.
+    pub hops: Arc<crate::hops::HopSampler>,
 }
 
 /// A database failure as the client sees it: `503` when PostgreSQL cannot be
