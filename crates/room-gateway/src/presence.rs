@@ -15,18 +15,16 @@
 //! the bucket, so reading per decision cost it O(connections) per join.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{consumer, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_platform::Shutdown;
-use switchboard_platform::nats::Bus;
 use switchboard_proto::{RoomName, TenantId, subjects};
 
-use crate::history::{Read, read_ordered};
+use crate::bus::{Bus, BusError, is_removal};
+use crate::protocol::PresenceMember;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -42,8 +40,7 @@ pub struct Entry {
 
 #[derive(Clone)]
 pub struct Presence {
-    kv: kv::Store,
-    client: async_nats::Client,
+    bus: Bus,
     /// This gateway instance's id, in its entries.
     gateway: Arc<str>,
     refresh: Duration,
@@ -115,10 +112,7 @@ impl Mirror {
             return;
         };
         // Deletes and purges are empty messages marked in their headers.
-        let removed = msg.headers.as_ref().is_some_and(|h| {
-            h.get("KV-Operation")
-                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
-        });
+        let removed = is_removal(msg.headers.as_ref());
         let entry = if removed {
             None
         } else {
@@ -175,21 +169,8 @@ impl Drop for Mirror {
     }
 }
 
-/// One member as the `presence` frame lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Member {
-    pub sub: String,
-    pub info: serde_json::Value,
-    pub conns: usize,
-}
-
 fn room_prefix(tenant: &TenantId, room: &RoomName) -> String {
     subjects::presence_room_prefix(tenant, room)
-}
-
-/// The subjects of the room's keys in the bucket's stream.
-fn room_subjects(tenant: &TenantId, room: &RoomName) -> String {
-    subjects::presence_room_subjects(tenant, room)
 }
 
 fn now_ms() -> i64 {
@@ -197,13 +178,9 @@ fn now_ms() -> i64 {
 }
 
 impl Presence {
-    /// Presence on `bus`: its KV bucket, and its client for the mirrors'
-    /// subscriptions. Both must be the same connection: the server then
-    /// registers a mirror's subscription before the read that seeds it.
     pub fn new(bus: &Bus, refresh: Duration) -> Self {
         Self {
-            kv: bus.presence.clone(),
-            client: bus.client.clone(),
+            bus: bus.clone(),
             gateway: Arc::from(format!("gw_{}", uuid::Uuid::now_v7().simple())),
             refresh,
             mine: Arc::default(),
@@ -236,7 +213,7 @@ impl Presence {
         conn: &str,
         sub: &str,
         info: serde_json::Value,
-    ) -> Result<bool, async_nats::Error> {
+    ) -> Result<bool, BusError> {
         let first = !self.sub_elsewhere(tenant, room, conn, sub).await?;
         let key = subjects::presence_key(tenant, room, conn);
         let entry = Entry {
@@ -246,9 +223,8 @@ impl Presence {
             gateway: self.gateway.to_string(),
             expires_at_ms: now_ms() + self.lifetime_ms(),
         };
-        self.kv
-            .put(&key, serde_json::to_vec(&entry)?.into())
-            .await?;
+        let value = serde_json::to_vec(&entry).expect("presence entries serialize");
+        self.bus.presence_put(&key, value).await?;
         self.mine()
             .entry(room_prefix(tenant, room))
             .or_default()
@@ -264,7 +240,7 @@ impl Presence {
         room: &RoomName,
         conn: &str,
         sub: &str,
-    ) -> Result<bool, async_nats::Error> {
+    ) -> Result<bool, BusError> {
         let key = subjects::presence_key(tenant, room, conn);
         {
             let mut mine = self.mine();
@@ -276,7 +252,7 @@ impl Presence {
                 }
             }
         }
-        self.kv.delete(&key).await?;
+        self.bus.presence_delete(&key).await?;
         Ok(!self.sub_elsewhere(tenant, room, conn, sub).await?)
     }
 
@@ -288,7 +264,7 @@ impl Presence {
         room: &RoomName,
         conn: &str,
         sub: &str,
-    ) -> Result<bool, async_nats::Error> {
+    ) -> Result<bool, BusError> {
         let local = self
             .mine()
             .get(&room_prefix(tenant, room))
@@ -307,12 +283,8 @@ impl Presence {
 
     /// The room's mirror, started (subscription, then one read of the
     /// bucket) if this gateway has none yet.
-    async fn mirror(
-        &self,
-        tenant: &TenantId,
-        room: &RoomName,
-    ) -> Result<Arc<Mirror>, async_nats::Error> {
-        let connects = self.client.statistics().connects.load(Relaxed);
+    async fn mirror(&self, tenant: &TenantId, room: &RoomName) -> Result<Arc<Mirror>, BusError> {
+        let connects = self.bus.connects();
         let mirror = {
             let mut mirrors = self.mirrors();
             let slot = mirrors
@@ -330,7 +302,7 @@ impl Presence {
             .get_or_try_init(|| async {
                 tokio::time::timeout(MIRROR_START, self.start_mirror(&mirror, tenant, room))
                     .await
-                    .unwrap_or_else(|_| Err("reading the room's presence timed out".into()))
+                    .unwrap_or(Err(BusError::TimedOut))
             })
             .await?;
         Ok(mirror)
@@ -341,13 +313,13 @@ impl Presence {
         mirror: &Arc<Mirror>,
         tenant: &TenantId,
         room: &RoomName,
-    ) -> Result<(), async_nats::Error> {
+    ) -> Result<(), BusError> {
         // The subscription goes out before the read's consumer request on the
         // same connection, so the server registers it first and no change
         // falls between the two. (In a cluster it reaches the other servers
         // a moment later; a change missed then heals with the owner's next
         // refresh, or the entry's expiry.)
-        let mut messages = self.client.subscribe(room_subjects(tenant, room)).await?;
+        let mut messages = self.bus.presence_changes(tenant, room).await?;
         let weak: Weak<Mirror> = Arc::downgrade(mirror);
         let gateway = self.gateway.clone();
         let task = tokio::spawn(async move {
@@ -362,31 +334,18 @@ impl Presence {
         Ok(())
     }
 
-    /// The room's live entries, on every gateway, read from the bucket: the
-    /// last value of each of the room's keys, from one ordered consumer.
-    async fn entries(
-        &self,
-        tenant: &TenantId,
-        room: &RoomName,
-    ) -> Result<Vec<Entry>, async_nats::Error> {
-        let config = consumer::pull::OrderedConfig {
-            filter_subject: room_subjects(tenant, room),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        };
+    /// The room's live entries, on every gateway, read from the bucket.
+    async fn entries(&self, tenant: &TenantId, room: &RoomName) -> Result<Vec<Entry>, BusError> {
         let now = now_ms();
-        let mut out = Vec::new();
-        read_ordered(&self.kv.stream, config, |_, msg| {
+        Ok(self
+            .bus
+            .presence_entries(tenant, room)
+            .await?
+            .into_iter()
             // A deleted key's last message is an empty tombstone.
-            if let Ok(e) = serde_json::from_slice::<Entry>(&msg.payload)
-                && e.expires_at_ms > now
-            {
-                out.push(e);
-            }
-            Read::More
-        })
-        .await?;
-        Ok(out)
+            .filter_map(|v| serde_json::from_slice::<Entry>(&v).ok())
+            .filter(|e| e.expires_at_ms > now)
+            .collect())
     }
 
     /// Members grouped by `sub`, each with its number of connections: this
@@ -395,7 +354,7 @@ impl Presence {
         &self,
         tenant: &TenantId,
         room: &RoomName,
-    ) -> Result<Vec<Member>, async_nats::Error> {
+    ) -> Result<Vec<PresenceMember>, BusError> {
         let mirror = self.mirror(tenant, room).await?;
         let now = now_ms();
         let mut entries: Vec<Entry> = self
@@ -411,12 +370,12 @@ impl Presence {
                 .filter(|e| e.expires_at_ms > now)
                 .cloned(),
         );
-        let mut by_sub: BTreeMap<String, Member> = BTreeMap::new();
+        let mut by_sub: BTreeMap<String, PresenceMember> = BTreeMap::new();
         for e in entries {
             by_sub
                 .entry(e.sub.clone())
                 .and_modify(|m| m.conns += 1)
-                .or_insert(Member {
+                .or_insert(PresenceMember {
                     sub: e.sub,
                     info: e.info,
                     conns: 1,
@@ -481,11 +440,11 @@ impl Presence {
                         let value = serde_json::to_vec(entry).ok()?;
                         let key = format!("{prefix}{conn}");
                         Some(async move {
-                            let put = this.kv.put(&key, value.into()).await;
+                            let put = this.bus.presence_put(&key, value).await;
                             // A connection that left while the put was in
                             // flight had its delete overtaken: delete again.
                             if !live(prefix, conn) {
-                                let _ = this.kv.delete(&key).await;
+                                let _ = this.bus.presence_delete(&key).await;
                             }
                             put
                         })

@@ -13,15 +13,16 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 use anyhow::Context as _;
 use switchboard_platform::http::{self, Readiness};
 use switchboard_platform::metrics::{Registry, SharedRegistry};
-use switchboard_platform::nats::{self, Bus};
 use switchboard_platform::{Problem, Shutdown, shutdown};
 use tokio::net::TcpStream;
 
+use crate::audit::Audit;
+use crate::bus::Bus;
 use crate::config::Settings;
-use crate::hub::{HubLimits, LiveDrops, RoomHub};
+use crate::gateway::Gateway;
+use crate::hub::{HubLimits, RoomHub};
 use crate::metrics::GatewayMetrics;
 use crate::presence::Presence;
-use crate::session::Gateway;
 use crate::slots::ConnectionSlots;
 use crate::tenants::TenantDirectory;
 use crate::upgrade;
@@ -35,21 +36,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let bus = Bus::start(&settings.nats_url, "room-gateway", &settings.streams)
+        let bus = Bus::start(&settings.nats_url, &settings.streams, settings.live_queue)
             .await
             .context("setting up NATS")?;
-        // Live fan-out gets its own connection: a burst of room events never
-        // queues behind KV watches or JetStream requests, and the other way
-        // round.
-        let drops = LiveDrops::default();
-        let live = nats::connect_with_capacity(
-            &settings.nats_url,
-            "room-gateway-live",
-            settings.live_queue,
-            Some(drops.callback()),
-        )
-        .await
-        .context("connecting the live NATS connection")?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -59,7 +48,7 @@ impl Application {
         let (drain_trigger, drain) = shutdown::channel();
         let tenants = TenantDirectory::default();
         tenants
-            .start(bus.tenants.clone(), drain.clone())
+            .start(bus.tenants(), drain.clone())
             .await
             .context("loading tenants from KV SB_TENANTS")?;
 
@@ -69,29 +58,47 @@ impl Application {
         let registry = SharedRegistry::new(registry);
         let gateway = Gateway {
             hub: RoomHub::new(
-                live,
-                drops,
-                bus.jetstream.clone(),
+                bus.clone(),
                 metrics,
                 HubLimits {
                     history_cap: settings.room_cache,
                     concurrent_fetches: settings.replay_concurrency,
-                    room_history: settings.streams.room_history as usize,
+                    held: settings.outbound_queue,
                 },
             ),
             tenants: tenants.clone(),
+            presence: Presence::new(&bus, settings.presence_refresh),
+            audit: Audit::start(bus.clone()),
             bus: bus.clone(),
             slots: ConnectionSlots::default(),
             sessions: Arc::default(),
-            presence: Presence::new(&bus, settings.presence_refresh),
             settings: Arc::new(settings),
             shutdown: drain,
         };
         let readiness = {
-            Readiness::default().nats(&bus).check("tenants", move || {
-                let ok = tenants.is_loaded();
-                async move { if ok { Ok(()) } else { Err("loading".into()) } }
-            })
+            let live = bus.clone();
+            Readiness::default()
+                .nats(bus.shared())
+                .check("nats_live", move || {
+                    let ok = live.is_connected();
+                    async move {
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err("disconnected".into())
+                        }
+                    }
+                })
+                .check("tenants", move || {
+                    let ok = tenants.is_loaded();
+                    async move {
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err("loading, or the SB_TENANTS watch is down".into())
+                        }
+                    }
+                })
         };
         gateway.presence.spawn_refresher(gateway.shutdown.clone());
         let data = web::Data::new(gateway.clone());
@@ -110,6 +117,7 @@ impl Application {
                     })
                     .route(upgrade::PATH, web::get().to(not_upgraded))
                     .route("/v1/stats", web::get().to(stats))
+                    .route("/v1/stats/hops", web::get().to(hops))
                     .default_service(web::to(http::not_found));
                 let gw = Arc::new((**data).clone());
                 HttpService::build()
@@ -156,12 +164,17 @@ impl Application {
         }
         let _ = handle.stop(true).await;
         let _ = server.await;
-        // With NATS gone, draining the client would wait forever.
-        match tokio::time::timeout(Duration::from_secs(5), self.gateway.bus.client.drain()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "draining NATS failed"),
-            Err(_) => tracing::warn!("draining NATS timed out; exiting anyway"),
+        // Sessions still running were dropped with their workers' runtimes;
+        // each one's audit goes out as it drops.
+        let dropped = tokio::time::Instant::now() + Duration::from_secs(2);
+        while sessions.load(std::sync::atomic::Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < dropped
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Every closed connection's audit event is stored before NATS goes.
+        self.gateway.audit.flush(Duration::from_secs(5)).await;
+        self.gateway.bus.drain().await;
         Ok(())
     }
 }
@@ -169,6 +182,12 @@ impl Application {
 /// `GET /v1/stats`: this gateway's counters as JSON.
 async fn stats(gw: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok().json(gw.hub.metrics().stats())
+}
+
+/// `GET /v1/stats/hops`: per-hop timing of the sampled events since the
+/// last call (the benchmark reads it once per step).
+async fn hops(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().json(gw.hub.metrics().hops.take_summary())
 }
 
 /// `GET /v1/ws` without `Upgrade: websocket` (upgrades never reach the

@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 
 use crate::audit::ConnMeta;
 use crate::auth;
-use crate::session::{self, Gateway};
+use crate::gateway::Gateway;
+use crate::session;
 use crate::slots::Slot;
 use crate::wire;
 
@@ -125,11 +126,14 @@ pub async fn serve(
         opened_at_ms: chrono::Utc::now().timestamp_millis(),
     };
     drop(req);
-    let (reader, writer) = wire::split(io, already_read, gw.settings.max_frame_bytes);
+    // The socket is shared: the session reads it, and whoever pushes a frame
+    // to the connection's outbox may write it (`outbox`).
+    let socket = Arc::new(io);
+    let reader = wire::reader(socket.clone(), already_read, gw.settings.max_frame_bytes);
     // The session gets a task of its own and this one ends: the HTTP layer's
     // per-connection task (its dispatcher state is some kilobytes) goes away
     // instead of carrying the session for the connection's life.
-    actix_web::rt::spawn(session::run(gw, claims, meta, slot, writer, reader));
+    actix_web::rt::spawn(session::run(gw, claims, meta, slot, socket, reader));
     Ok(())
 }
 

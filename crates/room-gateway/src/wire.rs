@@ -1,5 +1,7 @@
 //! WebSocket frames on the TCP socket itself, once `upgrade` has taken the
-//! connection over from the HTTP layer.
+//! connection over from the HTTP layer: reading client frames here, writing
+//! through the connection's [`Outbox`](crate::outbox::Outbox), which frames
+//! with [`frame_header`].
 //!
 //! Why not actix-ws: it keeps every connection inside actix-http's HTTP/1
 //! dispatcher, which holds an 8 KiB read and an 8 KiB write buffer for the
@@ -10,34 +12,21 @@
 //! client frames (masking, control frames, limits) is actix-http's own
 //! `ws::Parser`, the code actix-ws runs too.
 
-use std::io::{self, IoSlice};
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::ws::{OpCode, Parser};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// Unsent bytes above which a connection takes no more frames from its
-/// queue: the queue then fills, and the hub cuts the connection off (4008).
-pub const HIGH_WATER: usize = 64 * 1024;
 /// Frames written in one system call at most.
 pub const MAX_BATCH: usize = 64;
-/// How long a reply may wait for a client that does not read.
-const WRITE_STALL: Duration = Duration::from_secs(10);
-/// How long a close frame may wait behind a slow client's backlog: a client
-/// that reads again within this finds the close (4008) after its frames.
-const CLOSE_FLUSH: Duration = Duration::from_secs(60);
 /// How long a closed connection waits for the client's own close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Read buffer grown this much at a time; dropped again when emptied.
 const READ_CHUNK: usize = 2048;
-
-/// The socket is gone (or stalled past [`WRITE_STALL`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
 
 /// A whole message (continuations already joined) or a control frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,29 +47,21 @@ pub enum ReadError {
     Protocol(String),
 }
 
-/// Splits an upgraded socket into its reading and writing halves.
-/// `already_read` is what the HTTP layer read past the upgrade request (a
-/// client may send `join` without waiting for the handshake's answer).
-pub fn split(io: TcpStream, already_read: BytesMut, max_frame: usize) -> (WsReader, WsWriter) {
-    let (read, write) = io.into_split();
-    (
-        WsReader {
-            io: read,
-            buf: already_read,
-            max: max_frame,
-            partial: None,
-            done: false,
-        },
-        WsWriter {
-            io: write,
-            pending: BytesMut::new(),
-            broken: false,
-        },
-    )
+/// The reading side of an upgraded socket. `already_read` is what the HTTP
+/// layer read past the upgrade request (a client may send `join` without
+/// waiting for the handshake's answer).
+pub fn reader(io: Arc<TcpStream>, already_read: BytesMut, max_frame: usize) -> WsReader {
+    WsReader {
+        io,
+        buf: already_read,
+        max: max_frame,
+        partial: None,
+        done: false,
+    }
 }
 
 pub struct WsReader {
-    io: OwnedReadHalf,
+    io: Arc<TcpStream>,
     buf: BytesMut,
     max: usize,
     /// A fragmented message so far: whether it is text, and its bytes.
@@ -221,159 +202,8 @@ fn announced_len(buf: &[u8]) -> Option<u64> {
     }
 }
 
-pub struct WsWriter {
-    io: OwnedWriteHalf,
-    /// Bytes the socket has not taken yet; empty (and unallocated) unless
-    /// the client reads slower than frames come.
-    pending: BytesMut,
-    broken: bool,
-}
-
-impl WsWriter {
-    /// Whether frames wait for the socket.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Whether this connection should take no more frames for now.
-    pub fn backed_up(&self) -> bool {
-        self.pending.len() > HIGH_WATER
-    }
-
-    /// Writes text frames (at most [`MAX_BATCH`]) with one system call; what
-    /// the socket does not take now waits in `pending`. Never waits.
-    pub fn push_texts(&mut self, texts: &[&[u8]]) -> Result<(), Closed> {
-        self.push(OpCode::Text, texts)
-    }
-
-    /// One text frame; waits only while the client is more than
-    /// [`HIGH_WATER`] behind (at most [`WRITE_STALL`]).
-    pub async fn text(&mut self, text: impl AsRef<[u8]>) -> Result<(), Closed> {
-        self.push(OpCode::Text, &[text.as_ref()])?;
-        if self.backed_up() {
-            tokio::time::timeout(WRITE_STALL, self.flush())
-                .await
-                .map_err(|_| Closed)??;
-        }
-        Ok(())
-    }
-
-    pub fn ping(&mut self, payload: &[u8]) -> Result<(), Closed> {
-        self.push(OpCode::Ping, &[payload])
-    }
-
-    pub fn pong(&mut self, payload: &[u8]) -> Result<(), Closed> {
-        self.push(OpCode::Pong, &[payload])
-    }
-
-    /// Sends a close frame and waits (up to [`CLOSE_FLUSH`]) until the
-    /// socket took it and whatever was queued before it.
-    pub async fn close(&mut self, code: u16, reason: &str) {
-        let mut payload = Vec::with_capacity(2 + reason.len());
-        payload.extend_from_slice(&code.to_be_bytes());
-        // Control frames carry at most 125 bytes.
-        let mut cut = reason.len().min(123);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        payload.extend_from_slice(&reason.as_bytes()[..cut]);
-        if self.push(OpCode::Close, &[&payload]).is_ok() {
-            let _ = tokio::time::timeout(CLOSE_FLUSH, self.flush()).await;
-        }
-        // FIN: the client answers our close with its own and hangs up.
-        let _ = self.io.shutdown().await;
-    }
-
-    /// Waits until the socket can take more, and gives it what waits.
-    pub async fn flush_some(&mut self) -> Result<(), Closed> {
-        if self.io.writable().await.is_err() {
-            self.broken = true;
-            return Err(Closed);
-        }
-        self.write_pending()
-    }
-
-    /// Waits until everything pending is written.
-    pub async fn flush(&mut self) -> Result<(), Closed> {
-        while self.has_pending() {
-            self.flush_some().await?;
-        }
-        Ok(())
-    }
-
-    fn write_pending(&mut self) -> Result<(), Closed> {
-        while !self.pending.is_empty() {
-            match self.io.try_write(&self.pending) {
-                Ok(n) => {
-                    let _ = self.pending.split_to(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(_) => {
-                    self.broken = true;
-                    return Err(Closed);
-                }
-            }
-        }
-        // Caught up: give the memory back.
-        self.pending = BytesMut::new();
-        Ok(())
-    }
-
-    fn push(&mut self, op: OpCode, payloads: &[&[u8]]) -> Result<(), Closed> {
-        debug_assert!(payloads.len() <= MAX_BATCH);
-        if self.broken {
-            return Err(Closed);
-        }
-        if self.has_pending() {
-            // Order matters: behind what already waits.
-            for p in payloads {
-                let mut head = [0u8; 10];
-                let n = header(&mut head, op, p.len());
-                self.pending.extend_from_slice(&head[..n]);
-                self.pending.extend_from_slice(p);
-            }
-            return self.write_pending();
-        }
-        let mut heads = [[0u8; 10]; MAX_BATCH];
-        let mut head_lens = [0usize; MAX_BATCH];
-        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-        let mut total = 0;
-        let count = payloads.len().min(MAX_BATCH);
-        for (i, p) in payloads[..count].iter().enumerate() {
-            head_lens[i] = header(&mut heads[i], op, p.len());
-            total += head_lens[i] + p.len();
-        }
-        for (i, p) in payloads[..count].iter().enumerate() {
-            slices[2 * i] = IoSlice::new(&heads[i][..head_lens[i]]);
-            slices[2 * i + 1] = IoSlice::new(p);
-        }
-        let slices = &slices[..2 * count];
-        let written = match self.io.try_write_vectored(slices) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(_) => {
-                self.broken = true;
-                return Err(Closed);
-            }
-        };
-        if written < total {
-            // Keep the rest, in order, for when the socket has room.
-            let mut skip = written;
-            for s in slices {
-                if skip >= s.len() {
-                    skip -= s.len();
-                    continue;
-                }
-                self.pending.extend_from_slice(&s[skip..]);
-                skip = 0;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Writes an unmasked, final frame header; returns its length.
-fn header(dst: &mut [u8; 10], op: OpCode, len: usize) -> usize {
+pub fn frame_header(dst: &mut [u8; 10], op: OpCode, len: usize) -> usize {
     dst[0] = 0x80 | u8::from(op);
     match len {
         0..=125 => {
@@ -400,17 +230,17 @@ mod tests {
     #[test]
     fn headers_follow_rfc_6455_length_forms() {
         let mut h = [0u8; 10];
-        assert_eq!(header(&mut h, OpCode::Text, 5), 2);
+        assert_eq!(frame_header(&mut h, OpCode::Text, 5), 2);
         assert_eq!(&h[..2], &[0x81, 5]);
-        assert_eq!(header(&mut h, OpCode::Text, 300), 4);
+        assert_eq!(frame_header(&mut h, OpCode::Text, 300), 4);
         assert_eq!(&h[..4], &[0x81, 126, 1, 44]);
-        assert_eq!(header(&mut h, OpCode::Close, 70_000), 10);
+        assert_eq!(frame_header(&mut h, OpCode::Close, 70_000), 10);
         assert_eq!(h[0], 0x88);
         assert_eq!(&h[1..10], &[127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-        assert_eq!(header(&mut h, OpCode::Text, 125), 2);
-        assert_eq!(header(&mut h, OpCode::Text, 126), 4);
-        assert_eq!(header(&mut h, OpCode::Text, 65_535), 4);
-        assert_eq!(header(&mut h, OpCode::Text, 65_536), 10);
+        assert_eq!(frame_header(&mut h, OpCode::Text, 125), 2);
+        assert_eq!(frame_header(&mut h, OpCode::Text, 126), 4);
+        assert_eq!(frame_header(&mut h, OpCode::Text, 65_535), 4);
+        assert_eq!(frame_header(&mut h, OpCode::Text, 65_536), 10);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The gateway as a real process: killed with SIGKILL under traffic, its
 //! clients reconnect to another gateway with `since` and lose nothing, and
-//! its presence entries vanish within their lifetime.
+//! its presence entries vanish within their lifetime; stopped with SIGTERM,
+//! it has stored every connection's audit when it exits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use serde_json::{Value, json};
 use switchboard_platform::nats::{Bus, StreamSettings, publish_room_event};
@@ -24,7 +27,7 @@ fn free_port() -> u16 {
 fn token(tenant: &TenantId, secret: &str, sub: &str) -> String {
     let claims: Claims = serde_json::from_value(json!({
         "sub": sub, "tenant": tenant, "exp": chrono::Utc::now().timestamp() + 600,
-        "rooms": {"live": ["read", "presence"]},
+        "rooms": {"live*": ["read", "presence"]},
     }))
     .unwrap();
     token::sign(&claims, secret.as_bytes())
@@ -38,8 +41,8 @@ async fn connect(port: u16, tok: &str) -> Option<WsClient> {
     Some(c)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killing_a_gateway_under_traffic_loses_no_event_and_its_presence_expires() {
+/// The shared NATS, and a tenant of the test's own written to SB_TENANTS.
+async fn bus_and_tenant(prefix: &str) -> (Bus, TenantId, String) {
     let env = std::collections::HashMap::<String, String>::new();
     let bus = Bus::start(
         &nats_url(),
@@ -48,11 +51,11 @@ async fn killing_a_gateway_under_traffic_loses_no_event_and_its_presence_expires
     )
     .await
     .unwrap();
-    let tenant = TenantId::parse(format!("kill{}", random_suffix())).unwrap();
+    let tenant = TenantId::parse(format!("{prefix}{}", random_suffix())).unwrap();
     let secret = format!("ss_{}", random_suffix());
     let cfg = TenantConfig {
         id: tenant.clone(),
-        name: "kill test".into(),
+        name: "process test".into(),
         signing_keys: vec![secret.clone()],
         limits: Limits::default(),
     };
@@ -60,6 +63,98 @@ async fn killing_a_gateway_under_traffic_loses_no_event_and_its_presence_expires
         .put(tenant.as_str(), serde_json::to_vec(&cfg).unwrap().into())
         .await
         .unwrap();
+    (bus, tenant, secret)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_stopped_with_sigterm_has_stored_every_connections_audit_when_it_exits() {
+    let (bus, tenant, secret) = bus_and_tenant("term").await;
+    let port = free_port();
+    let mut gw = tokio::process::Command::new(env!("CARGO_BIN_EXE_room-gateway"))
+        .env("SB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SB_NATS_URL", nats_url())
+        // No time to drain: sessions still leaving their rooms are dropped
+        // where they stand when the gateway stops.
+        .env("SB_DRAIN_SECS", "0")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let tok = token(&tenant, &secret, &format!("u{i}"));
+        let mut c = None;
+        for _ in 0..200 {
+            if let Ok(mut ws) =
+                WsClient::connect(&format!("ws://127.0.0.1:{port}/v1/ws"), &tok).await
+            {
+                let welcome = ws.next_of_type("welcome").await;
+                ids.push(welcome["conn_id"].as_str().unwrap().to_owned());
+                for r in 0..10 {
+                    ws.send_json(json!({"op": "join", "room": format!("live{r}")}))
+                        .await;
+                }
+                c = Some(ws);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        clients.push(c.expect("the gateway accepts connections"));
+    }
+    for c in &mut clients {
+        for _ in 0..10 {
+            c.next_of_type("joined").await;
+        }
+    }
+    let pid = gw.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = tokio::time::timeout(Duration::from_secs(20), gw.wait()).await;
+    assert!(
+        exited
+            .expect("the gateway exits after draining")
+            .unwrap()
+            .success()
+    );
+
+    let stream = bus.jetstream.get_stream("SB_DOMAIN").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("sb.dom.{tenant}.connection.closed"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut closed = std::collections::HashSet::new();
+    while !ids.iter().all(|id| closed.contains(id)) {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+        else {
+            break;
+        };
+        let ev = <pb::DomainEvent as prost::Message>::decode(m.payload.clone()).unwrap();
+        let data: Value = serde_json::from_slice(&ev.data).unwrap();
+        closed.insert(data["conn_id"].as_str().unwrap().to_owned());
+    }
+    let missing = ids.iter().filter(|id| !closed.contains(*id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "connection.closed missing for {missing} of {} connections",
+        ids.len()
+    );
+    drop(clients);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_gateway_under_traffic_loses_no_event_and_its_presence_expires() {
+    let (bus, tenant, secret) = bus_and_tenant("kill").await;
 
     // Gateway A: a real process we will SIGKILL.
     let port_a = free_port();

@@ -38,14 +38,7 @@ async fn connect_to(port: u16, token: &str) -> WsClient {
 
 /// A gateway's `GET /v1/stats`.
 async fn gateway_stats(app: &TestApp, port: u16) -> Value {
-    app.http
-        .get(format!("http://127.0.0.1:{port}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.gateway_json(port, "/v1/stats").await
 }
 
 async fn post(app: &TestApp, t: &Tenant, room: &str, event: &str, data: Value) -> Value {
@@ -170,15 +163,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_a_fast_one_gets_eve
         let events: Vec<Value> = (0..250)
             .map(|i| json!({"room": "firehose", "event": "load.item", "data": {"i": chunk * 250 + i, "pad": pad}}))
             .collect();
-        let res = app
-            .http
-            .post(format!("{}/v1/tenants/{}/events", app.ingest, t.id))
-            .bearer_auth(&t.api_key)
-            .json(&json!({"events": events}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+        app.post_batch(&t, events).await;
     }
     tokio::time::timeout(Duration::from_secs(30), reader)
         .await
@@ -613,15 +598,7 @@ async fn live_events_lost_on_core_nats_are_healed_from_jetstream_before_delivery
         let events: Vec<Value> = (0..total / 3)
             .map(|i| json!({"room": "burst", "event": "b.n", "data": chunk * (total / 3) + i}))
             .collect();
-        let res = app
-            .http
-            .post(format!("{}/v1/tenants/{}/events", app.ingest, t.id))
-            .bearer_auth(&t.api_key)
-            .json(&json!({"events": events}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+        app.post_batch(&t, events).await;
     }
     let mut prev = 0;
     for i in 0..total {

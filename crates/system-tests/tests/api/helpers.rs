@@ -10,6 +10,10 @@ pub struct TestApp {
     pub gateway_port: u16,
     pub admin_token: String,
     pub http: reqwest::Client,
+    /// The NATS every service of this app talks to.
+    pub nats: String,
+    /// Settings every service of this app starts with.
+    vars: Vec<(String, String)>,
     // Dropped last: the services stop before their database goes.
     _stops: Vec<ShutdownTrigger>,
     _db: TestDatabase,
@@ -28,8 +32,18 @@ fn env(pairs: &[(&str, String)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Starts ingest and one gateway.
+/// Starts ingest and one gateway on the shared NATS.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&nats_url(), &[]).await
+}
+
+/// Starts ingest and one gateway on `nats` (a test's own server, say), each
+/// with the extra settings `vars`.
+pub async fn spawn_app_with(nats: &str, vars: &[(&str, &str)]) -> TestApp {
+    let extra: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let db = TestDatabase::create().await;
     let admin_token = format!(
         "{}{}{}{}",
@@ -38,12 +52,13 @@ pub async fn spawn_app() -> TestApp {
         random_suffix(),
         random_suffix()
     );
-    let vars = env(&[
+    let mut vars = env(&[
         ("SB_LISTEN", "127.0.0.1:0".into()),
-        ("SB_NATS_URL", nats_url()),
+        ("SB_NATS_URL", nats.to_owned()),
         ("SB_DATABASE_URL", db.url.clone()),
         ("SB_ADMIN_TOKEN", admin_token.clone()),
     ]);
+    vars.extend(extra.iter().cloned());
     let ingest = ingest::Application::build(ingest::Settings::from_source(&vars).unwrap())
         .await
         .expect("ingest starts");
@@ -55,6 +70,8 @@ pub async fn spawn_app() -> TestApp {
         gateway_port: 0,
         admin_token,
         http: reqwest::Client::new(),
+        nats: nats.to_owned(),
+        vars: extra,
         _stops: vec![ingest_stop],
         _db: db,
     };
@@ -65,10 +82,17 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     /// Starts another gateway instance; returns its port.
     pub async fn spawn_gateway(&mut self) -> u16 {
-        let vars = env(&[
+        self.spawn_gateway_with(&[]).await
+    }
+
+    /// Starts another gateway instance with extra settings; returns its port.
+    pub async fn spawn_gateway_with(&mut self, extra: &[(&str, &str)]) -> u16 {
+        let mut vars = env(&[
             ("SB_LISTEN", "127.0.0.1:0".into()),
-            ("SB_NATS_URL", nats_url()),
+            ("SB_NATS_URL", self.nats.clone()),
         ]);
+        vars.extend(self.vars.iter().cloned());
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let gw =
             room_gateway::Application::build(room_gateway::Settings::from_source(&vars).unwrap())
                 .await
@@ -127,6 +151,32 @@ impl TestApp {
             .bearer_auth(&tenant.api_key)
             .json(&body)
             .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST …/events` with `events`; asserts `201` and answers the body.
+    pub async fn post_batch(&self, tenant: &Tenant, events: Vec<Value>) -> Value {
+        let res = self
+            .http
+            .post(format!("{}/v1/tenants/{}/events", self.ingest, tenant.id))
+            .bearer_auth(&tenant.api_key)
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        res.json().await.unwrap()
+    }
+
+    /// A gateway's JSON endpoint (`/v1/stats`, `/v1/stats/hops`, `/readyz`).
+    pub async fn gateway_json(&self, port: u16, path: &str) -> Value {
+        self.http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
             .await
             .unwrap()
     }
@@ -210,6 +260,8 @@ pub async fn spawn_app_with_clock(clock: ingest::Clock) -> TestApp {
         gateway_port: 0,
         admin_token,
         http: reqwest::Client::new(),
+        nats: nats_url(),
+        vars: Vec::new(),
         _stops: Vec::new(),
         _db: db,
     };
@@ -222,12 +274,13 @@ pub async fn spawn_app_with_clock(clock: ingest::Clock) -> TestApp {
 
 impl TestApp {
     async fn start_ingest(&self, clock: ingest::Clock) -> (String, ShutdownTrigger) {
-        let vars = env(&[
+        let mut vars = env(&[
             ("SB_LISTEN", "127.0.0.1:0".into()),
-            ("SB_NATS_URL", nats_url()),
+            ("SB_NATS_URL", self.nats.clone()),
             ("SB_DATABASE_URL", self._db.url.clone()),
             ("SB_ADMIN_TOKEN", self.admin_token.clone()),
         ]);
+        vars.extend(self.vars.iter().cloned());
         let ingest = ingest::Application::build_with_clock(
             ingest::Settings::from_source(&vars).unwrap(),
             clock,

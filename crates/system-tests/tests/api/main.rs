@@ -5,11 +5,16 @@
 mod admin;
 mod api_keys;
 mod auth;
+mod client_limits;
 mod events;
 mod gateway;
 mod helpers;
+mod membership;
 mod notifications;
+mod operations;
+mod ordering;
 mod protocol;
+mod recovery;
 mod rooms;
 mod services;
 mod shutdown;

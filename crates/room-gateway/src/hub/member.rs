@@ -1,0 +1,355 @@
+//! A member of a room on this gateway, and how events reach it: filters,
+//! presence rights, the `prev` chain of what it was sent, and the events
+//! held for it while it joins.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use switchboard_proto::names::EventFilter;
+use tokio::sync::oneshot;
+
+use crate::metrics::GatewayMetrics;
+use crate::outbox::{Outbox, Pushed};
+use crate::protocol::{CloseCode, EventFrame, Frame, MsgId, ServerFrame};
+
+pub type ConnId = Arc<str>;
+
+/// What the hub holds of a connection: its id and its one way out.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub outbox: Arc<Outbox>,
+}
+
+impl ConnHandle {
+    /// Pushes a frame; an overflow is counted and logged here, once.
+    pub fn offer(&self, frame: &Frame, metrics: &GatewayMetrics) -> bool {
+        counted(self.outbox.text(frame), &self.id, metrics)
+    }
+
+    pub fn offer_all(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
+        counted(self.outbox.texts(frames), &self.id, metrics)
+    }
+}
+
+fn counted(pushed: Pushed, conn: &str, metrics: &GatewayMetrics) -> bool {
+    match pushed {
+        Pushed::Accepted => {
+            metrics.frames_out.inc();
+            true
+        }
+        Pushed::Overflowed => {
+            slow_consumer(conn, metrics);
+            false
+        }
+        Pushed::Refused => false,
+    }
+}
+
+fn slow_consumer(conn: &str, metrics: &GatewayMetrics) {
+    metrics.slow_consumer_closes.inc();
+    tracing::warn!(%conn, "slow consumer: outbound queue full, closing with 4008");
+}
+
+/// An `ack` the room sends in the place of an `echo: false` publish's own
+/// event, so that it reaches the publisher in `seq` order.
+pub(super) struct PendingAck {
+    pub r#ref: Option<MsgId>,
+    pub sent: oneshot::Sender<()>,
+}
+
+/// Something waiting for a member that has not gone live yet.
+pub(super) enum Held {
+    Stored { seq: u64, frame: EventFrame },
+    Ephemeral(Frame),
+    Ack { seq: u64, frame: Frame },
+}
+
+pub(super) enum MemberState {
+    /// `joined` is not sent yet: events wait (at most the outbound queue's
+    /// capacity; more cuts the connection off, 4008).
+    Joining { held: VecDeque<Held> },
+    /// `last`: the seq of the last stored event this member was sent (or
+    /// that its ack stood in for); `None` until the chain starts.
+    Live { last: Option<u64> },
+}
+
+pub(super) struct Member {
+    pub conn: ConnHandle,
+    pub filters: Vec<EventFilter>,
+    /// Whether the token grants `presence` here (presence.* events).
+    pub presence: bool,
+    pub state: MemberState,
+    /// `echo: false` publishes in flight, with their event ids (a handful
+    /// at most: a connection's messages are handled one at a time).
+    pub acks: Vec<(String, PendingAck)>,
+}
+
+impl Member {
+    pub fn joining(conn: ConnHandle, filters: Vec<EventFilter>, presence: bool) -> Self {
+        Self {
+            conn,
+            filters,
+            presence,
+            state: MemberState::Joining {
+                held: VecDeque::new(),
+            },
+            acks: Vec::new(),
+        }
+    }
+
+    pub fn wants(&self, event: &str) -> bool {
+        if event.starts_with("presence.") && !self.presence {
+            return false;
+        }
+        self.filters.is_empty() || self.filters.iter().any(|f| f.matches(event))
+    }
+
+    /// Takes the pending ack of event `id`, if one waits.
+    pub fn take_ack(&mut self, id: &str) -> Option<PendingAck> {
+        let at = self.acks.iter().position(|(e, _)| e == id)?;
+        Some(self.acks.swap_remove(at).1)
+    }
+
+    /// The publisher's ack, right where its event stands in the room's
+    /// order (in the event's place with `echo: false`, which it then stands
+    /// in for in the member's chain).
+    fn ack_in_order(
+        &mut self,
+        ack: PendingAck,
+        ev: &StoredEvent<'_>,
+        cap: usize,
+        metrics: &GatewayMetrics,
+    ) {
+        let frame = ServerFrame::Ack {
+            r#ref: ack.r#ref.as_ref(),
+            room: ev.room,
+            seq: Some(ev.seq),
+            id: ev.id,
+        }
+        .encode();
+        match &mut self.state {
+            MemberState::Joining { .. } => {
+                self.hold(Held::Ack { seq: ev.seq, frame }, cap, metrics)
+            }
+            MemberState::Live { last } => {
+                if !ev.echo {
+                    *last = Some(ev.seq);
+                }
+                self.conn.offer(&frame, metrics);
+            }
+        }
+        let _ = ack.sent.send(());
+    }
+
+    fn hold(&mut self, item: Held, cap: usize, metrics: &GatewayMetrics) {
+        if let MemberState::Joining { held } = &mut self.state {
+            if held.len() >= cap {
+                if self.conn.outbox.kill(CloseCode::SlowConsumer) {
+                    slow_consumer(&self.conn.id, metrics);
+                }
+                return;
+            }
+            held.push_back(item);
+        }
+    }
+}
+
+pub(super) type Members = HashMap<ConnId, Member>;
+
+/// One stored event on its way to the room's members.
+pub(super) struct StoredEvent<'a> {
+    pub room: &'a str,
+    pub seq: u64,
+    pub id: &'a str,
+    pub event: &'a str,
+    pub frame: &'a EventFrame,
+    /// The connection that published it (client publishes only).
+    pub origin: Option<&'a str>,
+    /// Whether the publisher gets its own event back (`echo`).
+    pub echo: bool,
+}
+
+/// The frames of one event, by `prev`: members whose chains agree share
+/// one encoding (every unfiltered member shares the first).
+struct Encodings<'a> {
+    base: &'a EventFrame,
+    others: Vec<(u64, Frame)>,
+}
+
+impl<'a> Encodings<'a> {
+    fn new(base: &'a EventFrame) -> Self {
+        Self {
+            base,
+            others: Vec::new(),
+        }
+    }
+
+    fn with_prev(&mut self, prev: u64) -> Frame {
+        if prev == self.base.prev() {
+            return self.base.frame().clone();
+        }
+        if let Some((_, f)) = self.others.iter().find(|(p, _)| *p == prev) {
+            return f.clone();
+        }
+        let f = self.base.with_prev(prev);
+        self.others.push((prev, f.clone()));
+        f
+    }
+}
+
+/// Hands a stored event to every member that wants it, each with the
+/// `prev` of its own chain. Returns how many members it went to.
+pub(super) fn deliver_stored(
+    members: &mut Members,
+    ev: &StoredEvent<'_>,
+    cap: usize,
+    metrics: &GatewayMetrics,
+) -> usize {
+    let mut encodings = Encodings::new(ev.frame);
+    let mut sent = 0;
+    for m in members.values_mut() {
+        let own = ev.origin.is_some_and(|c| *c == *m.conn.id);
+        if own && let Some(ack) = m.take_ack(ev.id) {
+            m.ack_in_order(ack, ev, cap, metrics);
+        }
+        if own && !ev.echo {
+            continue;
+        }
+        if !m.wants(ev.event) {
+            continue;
+        }
+        match &mut m.state {
+            MemberState::Joining { .. } => m.hold(
+                Held::Stored {
+                    seq: ev.seq,
+                    frame: ev.frame.clone(),
+                },
+                cap,
+                metrics,
+            ),
+            MemberState::Live { last } => {
+                let frame = encodings.with_prev(last.unwrap_or(ev.frame.prev()));
+                *last = Some(ev.seq);
+                m.conn.offer(&frame, metrics);
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// Hands an ephemeral event to every member that wants it.
+pub(super) fn deliver_ephemeral(
+    members: &mut Members,
+    event: &str,
+    frame: &Frame,
+    no_echo_from: Option<&str>,
+    cap: usize,
+    metrics: &GatewayMetrics,
+) {
+    for m in members.values_mut() {
+        if no_echo_from.is_some_and(|c| *c == *m.conn.id) || !m.wants(event) {
+            continue;
+        }
+        match &m.state {
+            MemberState::Joining { .. } => m.hold(Held::Ephemeral(frame.clone()), cap, metrics),
+            MemberState::Live { .. } => {
+                m.conn.offer(frame, metrics);
+            }
+        }
+    }
+}
+
+/// Releases what was held for a member that goes live now, after the
+/// frames its join sends first: stored events newer than `floor` (the
+/// `seq` its `joined` reported), chained from `last`.
+pub(super) fn release(
+    m: &mut Member,
+    first: Vec<bytes::Bytes>,
+    floor: u64,
+    mut last: Option<u64>,
+    metrics: &GatewayMetrics,
+) {
+    let held = match std::mem::replace(&mut m.state, MemberState::Live { last: None }) {
+        MemberState::Joining { held } => held,
+        MemberState::Live { .. } => VecDeque::new(),
+    };
+    let mut out = first;
+    for h in held {
+        match h {
+            Held::Stored { seq, frame } if seq > floor => {
+                out.push(frame.with_prev(last.unwrap_or(frame.prev())).into_bytes());
+                last = Some(seq);
+            }
+            Held::Stored { .. } => {}
+            Held::Ephemeral(f) => out.push(f.into_bytes()),
+            Held::Ack { seq, frame } => {
+                out.push(frame.into_bytes());
+                last = Some(last.map_or(seq, |l| l.max(seq)));
+            }
+        }
+    }
+    m.state = MemberState::Live { last };
+    m.conn.offer_all(&out, metrics);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::EventFrame;
+    use switchboard_proto::pb;
+
+    /// A connection whose client never reads, on a real loopback socket.
+    async fn conn(cap: usize) -> (ConnHandle, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let outbox = Arc::new(Outbox::new(Arc::new(server), cap));
+        (
+            ConnHandle {
+                id: Arc::from("c_1"),
+                outbox,
+            },
+            client,
+        )
+    }
+
+    #[tokio::test]
+    async fn events_held_for_a_joining_member_are_bounded_like_its_queue() {
+        let (c, _client) = conn(3).await;
+        let metrics = GatewayMetrics::default();
+        let mut members = Members::new();
+        members.insert(c.id.clone(), Member::joining(c.clone(), Vec::new(), false));
+        let ev = pb::RoomEvent {
+            event: "a.b".into(),
+            ..Default::default()
+        };
+        for seq in 1..=4 {
+            let frame = EventFrame::encode(&ev, Some((seq, seq - 1)));
+            deliver_stored(
+                &mut members,
+                &StoredEvent {
+                    room: "r",
+                    seq,
+                    id: "e",
+                    event: "a.b",
+                    frame: &frame,
+                    origin: None,
+                    echo: true,
+                },
+                3,
+                &metrics,
+            );
+            let held = match &members[&c.id].state {
+                MemberState::Joining { held } => held.len(),
+                MemberState::Live { .. } => unreachable!(),
+            };
+            assert_eq!(held, (seq as usize).min(3));
+        }
+        assert_eq!(c.outbox.killed(), Some(CloseCode::SlowConsumer.code()));
+        assert_eq!(metrics.slow_consumer_closes.get(), 1);
+    }
+}

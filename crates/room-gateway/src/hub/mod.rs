@@ -1,0 +1,211 @@
+//! `RoomHub`: the rooms with members on this gateway. Each room has one
+//! task ([`room`]) that owns its sequence: it holds the room's core
+//! subscriptions while it has members, delivers events in `seq` order,
+//! heals gaps from JetStream before going on, and checks for a lost tail
+//! after the live connection may have dropped messages. The join handshake
+//! — held events, the floor, the replay, going live — is [`join`]'s.
+//!
+//! Each event frame is encoded once and the same bytes are offered to every
+//! member's outbox; a member whose outbox overflows is cut off (4008) and
+//! never delays the others.
+
+mod join;
+mod member;
+mod room;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use switchboard_proto::names::EventFilter;
+use switchboard_proto::{RoomName, TenantId};
+use tokio::sync::{oneshot, watch};
+
+pub use join::{Entered, JoinError, JoinSpec};
+pub use member::{ConnHandle, ConnId};
+
+use crate::bus::Bus;
+use crate::history::History;
+use crate::metrics::GatewayMetrics;
+use crate::protocol::MsgId;
+use member::{MemberState, Members, PendingAck};
+
+/// Tuning of the hub, from the gateway's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Recent events kept per room for replays.
+    pub history_cap: usize,
+    /// JetStream fetches (replays, heals) at once, across rooms.
+    pub concurrent_fetches: usize,
+    /// Events held for a joining member at most (the outbound queue's
+    /// capacity).
+    pub held: usize,
+}
+
+#[derive(Clone)]
+pub struct RoomHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    bus: Bus,
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    metrics: GatewayMetrics,
+    limits: HubLimits,
+    /// Bounds JetStream fetches (replays and heals) across all rooms.
+    fetches: tokio::sync::Semaphore,
+}
+
+/// One room with local members.
+struct Room {
+    tenant: TenantId,
+    name: RoomName,
+    members: Mutex<Members>,
+    /// `Some(true)` once subscribed, `Some(false)` if that failed.
+    ready: watch::Receiver<Option<bool>>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+    history: Mutex<History>,
+    /// One JetStream replay fetch per room at a time: joiners that waited
+    /// for it find its events in `history`.
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl Room {
+    fn members(&self) -> MutexGuard<'_, Members> {
+        self.members
+            .lock()
+            .expect("member map lock is never poisoned: no code panics while holding it")
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history
+            .lock()
+            .expect("history lock is never poisoned: no code panics while holding it")
+    }
+}
+
+fn key(tenant: &TenantId, room: &RoomName) -> String {
+    format!("{tenant}.{room}")
+}
+
+impl RoomHub {
+    pub fn new(bus: Bus, metrics: GatewayMetrics, limits: HubLimits) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                bus,
+                rooms: Mutex::new(HashMap::new()),
+                metrics,
+                fetches: tokio::sync::Semaphore::new(limits.concurrent_fetches),
+                limits,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {
+        self.inner
+            .rooms
+            .lock()
+            .expect("room map lock is never poisoned: no code panics while holding it")
+    }
+
+    fn room(&self, tenant: &TenantId, room: &RoomName) -> Option<Arc<Room>> {
+        self.rooms().get(&key(tenant, room)).cloned()
+    }
+
+    /// Runs `f` on `conn`'s membership in the room, if it has one.
+    fn with_member<T>(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+        conn: &str,
+        f: impl FnOnce(&mut member::Member) -> T,
+    ) -> Option<T> {
+        let r = self.room(tenant, room)?;
+        let mut members = r.members();
+        members.get_mut(conn).map(f)
+    }
+
+    /// Changes a member's event filters; its `prev` chain starts afresh.
+    pub fn set_filters(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+        conn: &str,
+        filters: Vec<EventFilter>,
+    ) -> bool {
+        self.with_member(tenant, room, conn, |m| {
+            m.filters = filters;
+            if let MemberState::Live { last } = &mut m.state {
+                *last = None;
+            }
+        })
+        .is_some()
+    }
+
+    /// Whether `conn` may see presence events in the room (after `refresh`).
+    pub fn set_presence(&self, tenant: &TenantId, room: &RoomName, conn: &str, presence: bool) {
+        self.with_member(tenant, room, conn, |m| m.presence = presence);
+    }
+
+    /// Before a client's stored publish: the room will send `conn` the ack
+    /// where its event stands in the room's order — just before the event,
+    /// or in its place with `echo: false` (`None`: `conn` is not a member
+    /// here, the caller acks itself). The receiver resolves once the ack is
+    /// queued.
+    pub fn expect_ack(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+        conn: &str,
+        event_id: &str,
+        r#ref: Option<MsgId>,
+    ) -> Option<oneshot::Receiver<()>> {
+        let (sent, rx) = oneshot::channel();
+        self.with_member(tenant, room, conn, |m| {
+            m.acks
+                .push((event_id.to_owned(), PendingAck { r#ref, sent }));
+        })?;
+        Some(rx)
+    }
+
+    /// Withdraws an expected ack; true when the room had not sent it (the
+    /// caller then answers itself).
+    pub fn forget_ack(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+        conn: &str,
+        event_id: &str,
+    ) -> bool {
+        self.with_member(tenant, room, conn, |m| m.take_ack(event_id).is_some())
+            .unwrap_or(true)
+    }
+
+    /// Removes `conn` from the room; the last member out closes the room.
+    pub fn leave(&self, tenant: &TenantId, room: &RoomName, conn: &str) {
+        let mut rooms = self.rooms();
+        let k = key(tenant, room);
+        let empty = match rooms.get(&k) {
+            Some(r) => {
+                let mut members = r.members();
+                members.remove(conn);
+                members.is_empty()
+            }
+            None => false,
+        };
+        if empty && let Some(r) = rooms.remove(&k) {
+            if let Some(task) = r
+                .task
+                .lock()
+                .expect("room task lock is never poisoned")
+                .take()
+            {
+                task.abort();
+            }
+            self.inner.metrics.rooms.dec();
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! One room's task: the room's sequence is its own. It subscribes the
+//! room's live and ephemeral subjects, then for each stored event checks the
+//! `prev` chain: a gap (an event lost on core NATS) is filled from JetStream
+//! before anything later is delivered, retrying with backoff while later
+//! events wait; when the stream cannot fill it, every member is told to
+//! `reconnect` (they resume with `since`) — never a silent gap. After the
+//! live connection may have lost messages (a slow-consumer drop or a
+//! reconnect) the room checks, once quiet, whether the stream holds events
+//! newer than the last it delivered: a lost tail no later `prev` reveals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prost::Message as _;
+use switchboard_proto::{pb, subjects};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::member::{StoredEvent, deliver_ephemeral, deliver_stored};
+use super::{Room, RoomHub};
+use crate::bus::{Bus, BusError, Stored, header_u64};
+use crate::history::Entry;
+use crate::metrics::{GatewayMetrics, HopSample};
+use crate::protocol::{CloseCode, EventFrame, ServerFrame};
+
+/// How long a room must be quiet after a possible loss before it checks
+/// for a lost tail.
+const TAIL_CHECK_AFTER: Duration = Duration::from_millis(100);
+/// How long a heal keeps retrying before the members are asked to
+/// reconnect; the first retry comes after `HEAL_RETRY`, doubling up to 1 s.
+const HEAL_FOR: Duration = Duration::from_secs(5);
+const HEAL_RETRY: Duration = Duration::from_millis(50);
+/// The `after_ms` window of a `reconnect` sent when a gap cannot be healed.
+const RESYNC_JITTER_MS: u64 = 1_000;
+
+pub(super) fn spawn_room(
+    hub: RoomHub,
+    room: Arc<Room>,
+    ready: watch::Sender<Option<bool>>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(run(RoomTask { hub, room }, ready)).abort_handle()
+}
+
+struct RoomTask {
+    hub: RoomHub,
+    room: Arc<Room>,
+}
+
+impl RoomTask {
+    fn bus(&self) -> &Bus {
+        &self.hub.inner.bus
+    }
+
+    fn metrics(&self) -> &GatewayMetrics {
+        &self.hub.inner.metrics
+    }
+
+    /// Delivers a stored event to the members and keeps it for replays.
+    /// Returns how many members it went to.
+    fn stored(&self, seq: u64, prev: u64, ev: &pb::RoomEvent, stored_ms: i64) -> usize {
+        let frame = EventFrame::encode(ev, Some((seq, prev)));
+        let sent = {
+            let mut members = self.room.members();
+            deliver_stored(
+                &mut members,
+                &StoredEvent {
+                    room: &ev.room,
+                    seq,
+                    id: &ev.id,
+                    event: &ev.event,
+                    frame: &frame,
+                    origin: (!ev.origin_conn.is_empty()).then_some(ev.origin_conn.as_str()),
+                    echo: !ev.no_echo,
+                },
+                self.hub.inner.limits.held,
+                self.metrics(),
+            )
+        };
+        self.room.history().insert(Entry {
+            seq,
+            prev,
+            event: Arc::from(ev.event.as_str()),
+            frame,
+            stored_ms,
+        });
+        sent
+    }
+
+    fn ephemeral(&self, ev: &pb::RoomEvent) {
+        let frame = EventFrame::encode(ev, None);
+        let mut members = self.room.members();
+        deliver_ephemeral(
+            &mut members,
+            &ev.event,
+            frame.frame(),
+            ev.no_echo.then_some(ev.origin_conn.as_str()),
+            self.hub.inner.limits.held,
+            self.metrics(),
+        );
+    }
+
+    /// Fills `last < seq <= until` from JetStream and delivers it, retrying
+    /// for [`HEAL_FOR`]; false when it could not (the caller resyncs).
+    async fn heal(&self, last: u64, until: u64) -> bool {
+        let deadline = Instant::now() + HEAL_FOR;
+        let mut wait = HEAL_RETRY;
+        loop {
+            match self.fetch_gap(last, until).await {
+                Ok(Some(events)) => {
+                    let mut prev = last;
+                    for s in &events {
+                        self.stored(s.seq, prev, &s.event, s.stored_ms);
+                        prev = s.seq;
+                    }
+                    self.metrics().gaps_healed.inc();
+                    tracing::info!(tenant = %self.room.tenant, room = %self.room.name, last, until, "healed a gap in live events");
+                    return true;
+                }
+                Ok(None) => {
+                    tracing::warn!(tenant = %self.room.tenant, room = %self.room.name, last, until,
+                        "the stream no longer holds the events of a gap");
+                    return false;
+                }
+                Err(e) if Instant::now() + wait < deadline => {
+                    tracing::debug!(error = %e, "healing a gap failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %self.room.tenant, room = %self.room.name, last, until,
+                        error = %e, "a gap could not be healed in time");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The room's events after `last` up to `until`; `None` when the stream
+    /// no longer holds all of them (the oldest were removed).
+    async fn fetch_gap(&self, last: u64, until: u64) -> Result<Option<Vec<Stored>>, BusError> {
+        let _permit = self
+            .hub
+            .inner
+            .fetches
+            .acquire()
+            .await
+            .expect("the fetch semaphore is never closed");
+        let (t, r) = (&self.room.tenant, &self.room.name);
+        let events = self.bus().fetch_range(t, r, last + 1, until).await?;
+        if events.last().map(|e| e.seq) != Some(until) {
+            return Ok(None);
+        }
+        // The stream removes a room's oldest events first: if `last` is
+        // still there, nothing between it and `until` is missing.
+        if last > 0 && self.bus().stored_at(t, r, last).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(events))
+    }
+
+    /// A gap the stream cannot fill: every member is told to reconnect and
+    /// resume with `since`, rather than silently skip it.
+    fn resync(&self) {
+        self.metrics().resyncs.inc();
+        let members = self.room.members();
+        for m in members.values() {
+            let after_ms = rand::random_range(0..RESYNC_JITTER_MS);
+            let frame = ServerFrame::Reconnect {
+                reason: "resync",
+                after_ms,
+            }
+            .encode();
+            m.conn.outbox.text(&frame);
+            m.conn.outbox.kill(CloseCode::Restart);
+        }
+    }
+
+    /// After a possible loss: delivers whatever the stream holds beyond
+    /// `last`. Err when NATS could not be asked (retry later).
+    async fn check_tail(&self, last: &mut u64) -> Result<(), BusError> {
+        self.metrics().tail_checks.inc();
+        // After a reconnect the subscriptions are re-sent: once the server
+        // answered a flush it has them, and nothing newer can slip by.
+        self.bus().flush_live().await?;
+        let latest = self
+            .bus()
+            .last_seq(&self.room.tenant, &self.room.name)
+            .await?;
+        if latest > *last {
+            self.metrics().gaps_detected.inc();
+            if !self.heal(*last, latest).await {
+                self.resync();
+            }
+            *last = latest;
+        }
+        Ok(())
+    }
+}
+
+/// The room's subscriptions, to its end: decode, check the chain, encode
+/// each frame once, offer it to every member.
+async fn run(task: RoomTask, ready: watch::Sender<Option<bool>>) {
+    let (t, r) = (task.room.tenant.clone(), task.room.name.clone());
+    let mut loss = task.bus().loss().subscribe();
+    loss.mark_unchanged();
+    let started = async {
+        let sub = task.bus().subscribe_room(&t, &r).await?;
+        let last = task.bus().last_seq(&t, &r).await?;
+        Ok::<_, BusError>((sub, last))
+    }
+    .await;
+    let (mut sub, mut last) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(tenant = %t, room = %r, error = %e, "cannot subscribe room");
+            let _ = ready.send(Some(false));
+            return;
+        }
+    };
+    let _ = ready.send(Some(true));
+    // Set after a possible loss: due once the room has been quiet.
+    let mut tail_check: Option<Instant> = None;
+    loop {
+        let (msg, stored) = tokio::select! {
+            Some(m) = sub.live.next() => (m, true),
+            Some(m) = sub.ephemeral.next() => (m, false),
+            Ok(()) = loss.changed() => {
+                tail_check = Some(Instant::now() + TAIL_CHECK_AFTER);
+                continue;
+            }
+            _ = tokio::time::sleep_until(tail_check.unwrap_or_else(Instant::now)), if tail_check.is_some() => {
+                tail_check = match task.check_tail(&mut last).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(tenant = %t, room = %r, error = %e, "tail check failed; retrying");
+                        Some(Instant::now() + Duration::from_secs(1))
+                    }
+                };
+                continue;
+            }
+            else => break,
+        };
+        if let Some(due) = &mut tail_check {
+            // Still busy: wait for quiet; the prev chain covers gaps meanwhile.
+            *due = (*due).max(Instant::now() + TAIL_CHECK_AFTER);
+        }
+        let at_room = chrono::Utc::now();
+        let Ok(ev) = pb::RoomEvent::decode(msg.payload.clone()) else {
+            tracing::warn!(subject = %msg.subject, "undecodable room event dropped");
+            continue;
+        };
+        if !stored {
+            task.ephemeral(&ev);
+            continue;
+        }
+        let (Some(seq), Some(prev)) = (
+            header_u64(&msg, "Nats-Sequence"),
+            header_u64(&msg, "Nats-Last-Sequence"),
+        ) else {
+            tracing::warn!(subject = %msg.subject, "live event without sequence headers dropped");
+            continue;
+        };
+        if seq <= last {
+            continue; // already delivered (healed earlier)
+        }
+        if prev > last {
+            task.metrics().gaps_detected.inc();
+            if !task.heal(last, prev).await {
+                task.resync();
+            }
+        }
+        last = seq;
+        let stored_at = stored_time(&msg);
+        let sent = task.stored(
+            seq,
+            prev,
+            &ev,
+            stored_at.map_or(ev.ts_unix_ms, |t| t.timestamp_millis()),
+        );
+        if let Some(http_in) = header_u64(&msg, subjects::HOP_HEADER) {
+            task.metrics().hops.record(HopSample::new(
+                http_in,
+                stored_at,
+                at_room,
+                chrono::Utc::now(),
+                sent,
+            ));
+        }
+    }
+}
+
+/// When JetStream stored a republished event (`Nats-Time-Stamp`).
+fn stored_time(msg: &async_nats::Message) -> Option<chrono::DateTime<chrono::Utc>> {
+    let raw = msg.headers.as_ref()?.get("Nats-Time-Stamp")?.as_str();
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}

@@ -1,0 +1,370 @@
+//! The one ordered path out of a connection. Everything a socket carries —
+//! `welcome`, replies, `joined`, `state`, replays, live events, pings, the
+//! close frame — goes through its [`Outbox`], in the order it was pushed.
+//!
+//! Pushing never waits. While the client keeps up, a frame is written to
+//! the socket by whoever pushes it (the room's task for a live event, the
+//! session for a reply): no task is woken and nothing is copied. When the
+//! socket does not take everything, the rest waits in `pending` (bytes,
+//! up to [`HIGH_WATER`]) and then in a bounded queue of shared frames; the
+//! session's writer drains them whenever the socket is writable again. A
+//! queue that overflows cuts the connection off (4008) instead of slowing
+//! anyone else.
+//!
+//! The writer's readiness is a condition it re-checks on every poll ("bytes
+//! or frames wait, and the socket is writable"), never a one-shot
+//! notification that can be spent while work remains.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use actix_http::ws::OpCode;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+
+use crate::protocol::{CloseCode, Frame};
+use crate::wire::{MAX_BATCH, frame_header};
+
+/// Unsent bytes above which frames wait as shared frames in the queue (not
+/// copied) and count against its capacity.
+pub const HIGH_WATER: usize = 64 * 1024;
+/// How long the close frame may wait behind a slow client's backlog: a
+/// client that reads again within this finds its frames, then the close.
+const CLOSE_FLUSH: Duration = Duration::from_secs(60);
+/// Queue capacity kept after draining; more is given back.
+const KEEP_CAPACITY: usize = 8;
+
+/// What became of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Written, or waiting in order.
+    Accepted,
+    /// The queue overflowed with this push: the connection is cut off
+    /// (4008). The caller counts and logs it; it happens once.
+    Overflowed,
+    /// The connection is closing or gone; nothing was taken.
+    Refused,
+}
+
+/// What the session's writer saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrote {
+    /// Everything waiting was written; poll again to wait for more.
+    Drained,
+    /// The connection was cut off with this close code.
+    Killed(u16),
+    /// The socket failed.
+    Broken,
+}
+
+pub struct Outbox {
+    socket: Arc<TcpStream>,
+    state: Mutex<State>,
+    /// Frames that may wait in the queue.
+    cap: usize,
+    /// Close code once the connection is to be cut off; the first wins.
+    kill: AtomicU16,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bytes the socket has not taken yet, in order; empty (and
+    /// unallocated) while the client keeps up.
+    pending: BytesMut,
+    /// Frames waiting behind `pending` once it is over [`HIGH_WATER`].
+    queue: VecDeque<(OpCode, Bytes)>,
+    /// The session's writer, woken when there is something to write or the
+    /// connection is cut off.
+    waker: Option<Waker>,
+    broken: bool,
+    /// The close frame is pushed: nothing more is accepted.
+    closed: bool,
+}
+
+impl State {
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.queue.is_empty()
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl Outbox {
+    pub fn new(socket: Arc<TcpStream>, cap: usize) -> Self {
+        Self {
+            socket,
+            state: Mutex::new(State::default()),
+            cap,
+            kill: AtomicU16::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("outbox lock is never poisoned: no code panics while holding it")
+    }
+
+    /// The close code the connection was cut off with, if it was.
+    pub fn killed(&self) -> Option<u16> {
+        match self.kill.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// Cuts the connection off with `code` (the session closes it); true for
+    /// the first reason given.
+    pub fn kill(&self, code: CloseCode) -> bool {
+        let first = self
+            .kill
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.lock().wake();
+        }
+        first
+    }
+
+    /// One text frame, after everything pushed before it.
+    pub fn text(&self, frame: &Frame) -> Pushed {
+        self.push(OpCode::Text, std::slice::from_ref(frame.as_bytes()))
+    }
+
+    /// Text frames in order, written together where the socket takes them.
+    pub fn texts(&self, frames: &[Bytes]) -> Pushed {
+        self.push(OpCode::Text, frames)
+    }
+
+    pub fn ping(&self) -> Pushed {
+        self.push(OpCode::Ping, &[Bytes::new()])
+    }
+
+    pub fn pong(&self, payload: Bytes) -> Pushed {
+        self.push(OpCode::Pong, &[payload])
+    }
+
+    fn push(&self, op: OpCode, frames: &[Bytes]) -> Pushed {
+        if frames.is_empty() {
+            return Pushed::Accepted;
+        }
+        let mut s = self.lock();
+        if s.broken || s.closed || self.killed().is_some() {
+            return Pushed::Refused;
+        }
+        let mut rest = frames;
+        if s.idle() {
+            // The client keeps up: straight to the socket, a batch per call.
+            while !rest.is_empty() && s.pending.is_empty() {
+                let n = rest.len().min(MAX_BATCH);
+                let mut batch: [(OpCode, &[u8]); MAX_BATCH] = [(op, &[]); MAX_BATCH];
+                for (slot, f) in batch.iter_mut().zip(&rest[..n]) {
+                    slot.1 = f;
+                }
+                if write_now(&self.socket, &batch[..n], &mut s.pending).is_err() {
+                    s.broken = true;
+                    s.wake();
+                    return Pushed::Refused;
+                }
+                rest = &rest[n..];
+            }
+            if !s.pending.is_empty() {
+                s.wake();
+            }
+        }
+        for f in rest {
+            if s.queue.is_empty() && s.pending.len() <= HIGH_WATER {
+                append(&mut s.pending, op, f);
+            } else if s.queue.len() < self.cap {
+                s.queue.push_back((op, f.clone()));
+            } else {
+                drop(s);
+                return if self.kill(CloseCode::SlowConsumer) {
+                    Pushed::Overflowed
+                } else {
+                    Pushed::Refused
+                };
+            }
+        }
+        Pushed::Accepted
+    }
+
+    /// The session's writer: writes what waits while the socket takes it.
+    /// Pending while there is nothing to write or the socket is full; ready
+    /// once everything was written, or the connection is over.
+    pub fn poll_write(&self, cx: &mut Context<'_>) -> Poll<Wrote> {
+        if let Some(code) = self.killed() {
+            return Poll::Ready(Wrote::Killed(code));
+        }
+        let mut s = self.lock();
+        // Registered on every poll, so a push or a kill from another task
+        // always finds the current writer to wake.
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        if s.broken {
+            return Poll::Ready(Wrote::Broken);
+        }
+        if s.idle() {
+            return Poll::Pending;
+        }
+        match self.write_some(&mut s, cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Wrote::Drained),
+            Poll::Ready(Err(Closed)) => {
+                s.broken = true;
+                Poll::Ready(Wrote::Broken)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes until nothing waits (ready) or the socket is full (pending).
+    fn write_some(&self, s: &mut State, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
+        loop {
+            if !s.pending.is_empty() {
+                match self.socket.poll_write_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Closed)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match self.socket.try_write(&s.pending) {
+                    Ok(n) => {
+                        let _ = s.pending.split_to(n);
+                        if s.pending.is_empty() {
+                            // Caught up: give the memory back.
+                            s.pending = BytesMut::new();
+                        }
+                    }
+                    // Readiness was cleared: the next poll waits for it.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(Err(Closed)),
+                }
+                continue;
+            }
+            if s.queue.is_empty() {
+                if s.queue.capacity() > KEEP_CAPACITY {
+                    s.queue = VecDeque::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let n = s.queue.len().min(MAX_BATCH);
+            let mut batch: [(OpCode, &[u8]); MAX_BATCH] = [(OpCode::Text, &[]); MAX_BATCH];
+            for (slot, (op, b)) in batch.iter_mut().zip(s.queue.iter()) {
+                *slot = (*op, b);
+            }
+            write_now(&self.socket, &batch[..n], &mut s.pending)?;
+            s.queue.drain(..n);
+        }
+    }
+
+    /// Pushes the close frame after what waits (a slow consumer's queue is
+    /// dropped; its unsent bytes stay), waits up to [`CLOSE_FLUSH`] for the
+    /// socket to take it all, and half-closes the socket.
+    pub async fn close(&self, code: u16, reason: &str) {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        payload.extend_from_slice(&code.to_be_bytes());
+        // Control frames carry at most 125 bytes.
+        let mut cut = reason.len().min(123);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        payload.extend_from_slice(&reason.as_bytes()[..cut]);
+        {
+            let mut s = self.lock();
+            if code == CloseCode::SlowConsumer.code() {
+                s.queue.clear();
+            }
+            if !s.broken && !s.closed {
+                if s.idle() {
+                    if write_now(&self.socket, &[(OpCode::Close, &payload)], &mut s.pending)
+                        .is_err()
+                    {
+                        s.broken = true;
+                    }
+                } else if s.queue.is_empty() && s.pending.len() <= HIGH_WATER {
+                    append(&mut s.pending, OpCode::Close, &payload);
+                } else {
+                    s.queue.push_back((OpCode::Close, Bytes::from(payload)));
+                }
+            }
+            s.closed = true;
+        }
+        let drained = std::future::poll_fn(|cx| {
+            let mut s = self.lock();
+            if s.broken || s.idle() {
+                return Poll::Ready(());
+            }
+            match self.write_some(&mut s, cx) {
+                Poll::Ready(Err(Closed)) => {
+                    s.broken = true;
+                    Poll::Ready(())
+                }
+                Poll::Ready(Ok(())) => Poll::Ready(()),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let _ = tokio::time::timeout(CLOSE_FLUSH, drained).await;
+        // FIN: the client answers our close with its own and hangs up.
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The socket is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+fn append(pending: &mut BytesMut, op: OpCode, payload: &[u8]) {
+    let mut head = [0u8; 10];
+    let n = frame_header(&mut head, op, payload.len());
+    pending.extend_from_slice(&head[..n]);
+    pending.extend_from_slice(payload);
+}
+
+/// Writes frames (at most [`MAX_BATCH`]) with one system call; what the
+/// socket does not take is appended to `pending`, in order.
+fn write_now(
+    socket: &TcpStream,
+    frames: &[(OpCode, &[u8])],
+    pending: &mut BytesMut,
+) -> Result<(), Closed> {
+    debug_assert!(frames.len() <= MAX_BATCH && pending.is_empty());
+    let mut heads = [[0u8; 10]; MAX_BATCH];
+    let mut head_lens = [0usize; MAX_BATCH];
+    let mut total = 0;
+    for (i, (op, p)) in frames.iter().enumerate() {
+        head_lens[i] = frame_header(&mut heads[i], *op, p.len());
+        total += head_lens[i] + p.len();
+    }
+    let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+    for (i, (_, p)) in frames.iter().enumerate() {
+        slices[2 * i] = IoSlice::new(&heads[i][..head_lens[i]]);
+        slices[2 * i + 1] = IoSlice::new(p);
+    }
+    let slices = &slices[..2 * frames.len()];
+    let written = match socket.try_write_vectored(slices) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(Closed),
+    };
+    if written < total {
+        let mut skip = written;
+        for s in slices {
+            if skip >= s.len() {
+                skip -= s.len();
+                continue;
+            }
+            pending.extend_from_slice(&s[skip..]);
+            skip = 0;
+        }
+    }
+    Ok(())
+}
