@@ -71,11 +71,11 @@ pub enum NatsSetupError {
         found: String,
         floor: String,
     },
-    #[error("NATS at {url} did not answer")]
+    #[error("NATS at {url} did not answer within 15 s (is it running? see SB_NATS_URL)")]
     Unreachable {
         url: String,
         #[source]
-        source: async_nats::client::FlushError,
+        source: Option<async_nats::client::FlushError>,
     },
     #[error("cannot connect to NATS at {url}")]
     Connect {
@@ -153,16 +153,27 @@ pub async fn connect_with_capacity(
         })?;
     // The client connects in the background (it retries until NATS is
     // up); a flush returns once the server answered, its INFO read.
-    client
-        .flush()
-        .await
-        .map_err(|source| NatsSetupError::Unreachable {
-            url: url.into(),
-            source,
-        })?;
+    match tokio::time::timeout(FIRST_ANSWER, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            return Err(NatsSetupError::Unreachable {
+                url: url.into(),
+                source: Some(source),
+            });
+        }
+        Err(_) => {
+            return Err(NatsSetupError::Unreachable {
+                url: url.into(),
+                source: None,
+            });
+        }
+    }
     check_version(url, &client.server_info().version)?;
     Ok(client)
 }
+
+/// How long a service waits at start-up for NATS to answer before it exits.
+const FIRST_ANSWER: Duration = Duration::from_secs(15);
 
 /// The oldest nats-server Switchboard runs on (DESIGN.md §1).
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 14, 0);

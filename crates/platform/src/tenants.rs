@@ -127,12 +127,21 @@ impl TenantDirectory {
                         }
                     },
                 };
+                let followed = tokio::time::Instant::now();
                 let ended = dir.follow(&store, current, &mut first, &mut shutdown).await;
                 if !ended {
                     return; // shutdown
                 }
                 dir.inner.loaded.store(false, Ordering::Release);
                 tracing::error!("SB_TENANTS watch ended; not ready until it is back");
+                if followed.elapsed() < Duration::from_secs(1) {
+                    // It ended at once: wait before watching again.
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(2));
+                }
             }
         });
         let _ = first_rx.await;

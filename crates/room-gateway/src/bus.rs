@@ -75,6 +75,37 @@ pub struct Retention {
     pub created_ms: i64,
 }
 
+/// What the stream itself says it keeps (another service may have set
+/// other limits than this gateway's settings); where it cannot be read,
+/// the settings with the most cautious creation time (nothing vouched for
+/// by age).
+async fn retention_of(shared: &platform_nats::Bus, streams: &StreamSettings) -> Retention {
+    let fallback = Retention {
+        per_room: streams.room_history as usize,
+        max_age: (!streams.room_history_age.is_zero()).then_some(streams.room_history_age),
+        created_ms: 0,
+    };
+    let info = match shared.jetstream.get_stream(subjects::ROOMS_STREAM).await {
+        Ok(mut s) => s.info().await.ok().map(|i| (*i).clone()),
+        Err(_) => None,
+    };
+    let Some(info) = info else {
+        tracing::warn!(
+            "cannot read SB_ROOMS' limits; recovery from since 0 is not vouched for by age"
+        );
+        return fallback;
+    };
+    Retention {
+        per_room: if info.config.max_messages_per_subject > 0 {
+            info.config.max_messages_per_subject as usize
+        } else {
+            usize::MAX
+        },
+        max_age: (!info.config.max_age.is_zero()).then_some(info.config.max_age),
+        created_ms: (info.created.unix_timestamp_nanos() / 1_000_000) as i64,
+    }
+}
+
 /// A room's two core subscriptions.
 pub struct RoomSubscription {
     pub live: Subscriber,
@@ -123,18 +154,7 @@ impl Bus {
             Some(loss.callback()),
         )
         .await?;
-        let created_ms = match shared.jetstream.get_stream(subjects::ROOMS_STREAM).await {
-            Ok(mut s) => match s.info().await {
-                Ok(info) => (info.created.unix_timestamp_nanos() / 1_000_000) as i64,
-                Err(_) => chrono::Utc::now().timestamp_millis(),
-            },
-            Err(_) => chrono::Utc::now().timestamp_millis(),
-        };
-        let retention = Retention {
-            per_room: streams.room_history as usize,
-            max_age: (!streams.room_history_age.is_zero()).then_some(streams.room_history_age),
-            created_ms,
-        };
+        let retention = retention_of(&shared, streams).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -236,6 +256,27 @@ impl Bus {
         match got {
             Ok(m) => Ok(m.sequence),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(BusError::from(e)),
+        }
+    }
+
+    /// The room's oldest stored seq (`None` when it has none).
+    pub async fn first_seq(
+        &self,
+        tenant: &TenantId,
+        room: &RoomName,
+    ) -> Result<Option<u64>, BusError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let stream = self.rooms_stream().await?;
+        let got = tokio::time::timeout(
+            READ_TIMEOUT,
+            stream.direct_get_first_for_subject(subjects::room_event(tenant, room)),
+        )
+        .await
+        .map_err(|_| BusError::TimedOut)?;
+        match got {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(BusError::from(e)),
         }
     }

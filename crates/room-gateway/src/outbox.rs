@@ -136,23 +136,34 @@ impl Outbox {
 
     /// One text frame, after everything pushed before it.
     pub fn text(&self, frame: &Frame) -> Pushed {
-        self.push(OpCode::Text, std::slice::from_ref(frame.as_bytes()))
+        self.push(
+            OpCode::Text,
+            std::slice::from_ref(frame.as_bytes()),
+            self.cap,
+        )
     }
 
     /// Text frames in order, written together where the socket takes them.
     pub fn texts(&self, frames: &[Bytes]) -> Pushed {
-        self.push(OpCode::Text, frames)
+        self.push(OpCode::Text, frames, self.cap)
+    }
+
+    /// A burst the caller bounds itself (a join's replay and held events,
+    /// each at most a room's history or the queue's capacity): it may wait
+    /// beyond the queue's capacity without cutting the connection off.
+    pub fn burst(&self, frames: &[Bytes]) -> Pushed {
+        self.push(OpCode::Text, frames, usize::MAX)
     }
 
     pub fn ping(&self) -> Pushed {
-        self.push(OpCode::Ping, &[Bytes::new()])
+        self.push(OpCode::Ping, &[Bytes::new()], self.cap)
     }
 
     pub fn pong(&self, payload: Bytes) -> Pushed {
-        self.push(OpCode::Pong, &[payload])
+        self.push(OpCode::Pong, &[payload], self.cap)
     }
 
-    fn push(&self, op: OpCode, frames: &[Bytes]) -> Pushed {
+    fn push(&self, op: OpCode, frames: &[Bytes], cap: usize) -> Pushed {
         if frames.is_empty() {
             return Pushed::Accepted;
         }
@@ -183,7 +194,7 @@ impl Outbox {
         for f in rest {
             if s.queue.is_empty() && s.pending.len() <= HIGH_WATER {
                 append(&mut s.pending, op, f);
-            } else if s.queue.len() < self.cap {
+            } else if s.queue.len() < cap {
                 s.queue.push_back((op, f.clone()));
             } else {
                 drop(s);
@@ -201,15 +212,16 @@ impl Outbox {
     /// Pending while there is nothing to write or the socket is full; ready
     /// once everything was written, or the connection is over.
     pub fn poll_write(&self, cx: &mut Context<'_>) -> Poll<Wrote> {
-        if let Some(code) = self.killed() {
-            return Poll::Ready(Wrote::Killed(code));
-        }
         let mut s = self.lock();
         // Registered on every poll, so a push or a kill from another task
-        // always finds the current writer to wake.
+        // always finds the current writer to wake; the kill is read after,
+        // under the lock its waking takes, so none falls in between.
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => s.waker = Some(cx.waker().clone()),
+        }
+        if let Some(code) = self.killed() {
+            return Poll::Ready(Wrote::Killed(code));
         }
         if s.broken {
             return Poll::Ready(Wrote::Broken);

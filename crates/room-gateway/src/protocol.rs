@@ -216,7 +216,7 @@ impl Fields {
                         .in_room(&room)
                     })?),
                 };
-                let types = self.types(op, false)?;
+                let types = self.types(op, false).map_err(|e| e.in_room(&room))?;
                 ClientOp::Join(Join { room, since, types })
             }
             "leave" => ClientOp::Leave {
@@ -224,7 +224,7 @@ impl Fields {
             },
             "filter" => {
                 let room = self.room(op)?;
-                let types = self.types(op, true)?;
+                let types = self.types(op, true).map_err(|e| e.in_room(&room))?;
                 ClientOp::Filter { room, types }
             }
             "publish" => {

@@ -17,7 +17,7 @@ use switchboard_proto::room_state::RoomState;
 use switchboard_proto::{RoomName, TenantId};
 use tokio::sync::watch;
 
-use super::member::{Member, MemberState, release};
+use super::member::{Member, MemberState, release, wants};
 use super::room::spawn_room;
 use super::{Room, RoomHub, key};
 use crate::bus::{BusError, Retention};
@@ -90,17 +90,25 @@ impl RoomHub {
             // Nothing to read from: say so now, not after a timeout.
             return Err(JoinError::Unavailable(None));
         }
-        let r = {
-            let mut rooms = self.rooms();
-            let r = rooms
+        let r = loop {
+            let r = self
+                .rooms()
                 .entry(key(tenant, room))
                 .or_insert_with(|| self.open_room(tenant, room))
                 .clone();
-            r.members().insert(
+            let mut members = r.members();
+            if r.closed.load(std::sync::atomic::Ordering::Acquire) {
+                // Its last member just left; it leaves the map in a moment.
+                drop(members);
+                tokio::task::yield_now().await;
+                continue;
+            }
+            members.insert(
                 conn.id.clone(),
                 Member::joining(conn.clone(), spec.filters.clone(), spec.presence),
             );
-            r
+            drop(members);
+            break r;
         };
         let mut entered = Entered {
             hub: self.clone(),
@@ -125,7 +133,10 @@ impl RoomHub {
         entered.seq = seq;
         entered.state = state;
         if let Some(since) = spec.since {
-            entered.recovery = Some(self.recover(&r, since, seq, &spec.filters).await?);
+            entered.recovery = Some(
+                self.recover(&r, since, seq, &spec.filters, spec.presence)
+                    .await?,
+            );
         }
         Ok(entered)
     }
@@ -138,6 +149,7 @@ impl RoomHub {
             members: Default::default(),
             ready,
             task: Default::default(),
+            closed: Default::default(),
             history: std::sync::Mutex::new(History::new(self.inner.limits.history_cap)),
             fetch: Default::default(),
         });
@@ -156,7 +168,9 @@ impl RoomHub {
         since: u64,
         until: u64,
         filters: &[EventFilter],
+        presence: bool,
     ) -> Result<Recovery, BusError> {
+        let chained = |entries: &[Entry]| chained(since, entries, filters, presence);
         let lost = || Recovery {
             recovered: false,
             frames: Vec::new(),
@@ -171,18 +185,14 @@ impl RoomHub {
             // `since` is the room's latest event, or both are 0: an empty
             // room, whose whole history is there unless some aged out.
             let whole = since > 0 || !may_have_aged(&retention);
-            return Ok(if whole {
-                chained(since, &[], filters)
-            } else {
-                lost()
-            });
+            return Ok(if whole { chained(&[]) } else { lost() });
         }
         if let Some(hit) = self.cached(r, since, until, &retention) {
-            return Ok(chained(since, &hit, filters));
+            return Ok(chained(&hit));
         }
         let _one_per_room = r.fetch.lock().await;
         if let Some(hit) = self.cached(r, since, until, &retention) {
-            return Ok(chained(since, &hit, filters));
+            return Ok(chained(&hit));
         }
         let _permit = self
             .inner
@@ -200,8 +210,19 @@ impl RoomHub {
             .await?;
         // The newest must be the floor; since 0 also needs the room's whole
         // history, which the stream vouches for only below its limits.
-        let complete = events.last().is_some_and(|e| e.seq == until)
+        let mut complete = events.last().is_some_and(|e| e.seq == until)
             && (since > 0 || whole_history(events.len(), &retention));
+        // The stream removes a room's oldest events first, also while the
+        // fetch runs: what was read is whole if, afterwards, `since` is
+        // still stored (or, from 0, the room's first stored event is the
+        // first read).
+        if complete {
+            complete = if since > 0 {
+                bus.stored_at(&r.tenant, &r.name, since).await?.is_some()
+            } else {
+                bus.first_seq(&r.tenant, &r.name).await? == events.first().map(|e| e.seq)
+            };
+        }
         if !complete {
             return Ok(lost());
         }
@@ -226,7 +247,7 @@ impl RoomHub {
                 h.insert(e.clone());
             }
         }
-        Ok(chained(since, &entries, filters))
+        Ok(chained(&entries))
     }
 
     /// The events after `since` from this gateway's history, when it holds
@@ -276,12 +297,15 @@ fn whole_history(count: usize, retention: &Retention) -> bool {
     count < retention.per_room && !may_have_aged(retention)
 }
 
-/// A recovered replay: the entries passing `filters`, chained from `since`.
-fn chained(since: u64, entries: &[Entry], filters: &[EventFilter]) -> Recovery {
-    let wanted = |event: &str| filters.is_empty() || filters.iter().any(|f| f.matches(event));
+/// A recovered replay: the entries the member is sent live too (its
+/// filters, its presence right), chained from `since`.
+fn chained(since: u64, entries: &[Entry], filters: &[EventFilter], presence: bool) -> Recovery {
     let mut last = since;
     let mut frames = Vec::new();
-    for e in entries.iter().filter(|e| wanted(&e.event)) {
+    for e in entries
+        .iter()
+        .filter(|e| wants(filters, presence, &e.event))
+    {
         frames.push(e.frame.with_prev(last));
         last = e.seq;
     }

@@ -30,6 +30,12 @@ impl ConnHandle {
     pub fn offer_all(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
         counted(self.outbox.texts(frames), &self.id, metrics)
     }
+
+    /// A join's burst (`joined`, `state`, the replay, what was held): it
+    /// may wait beyond the queue's capacity, which it is bounded by anyway.
+    pub fn offer_burst(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
+        counted(self.outbox.burst(frames), &self.id, metrics)
+    }
 }
 
 fn counted(pushed: Pushed, conn: &str, metrics: &GatewayMetrics) -> bool {
@@ -60,9 +66,18 @@ pub(super) struct PendingAck {
 
 /// Something waiting for a member that has not gone live yet.
 pub(super) enum Held {
-    Stored { seq: u64, frame: EventFrame },
+    Stored {
+        seq: u64,
+        frame: EventFrame,
+    },
     Ephemeral(Frame),
-    Ack { seq: u64, frame: Frame },
+    /// `stands_in`: with `echo: false`, for an event the member's filters
+    /// pass, the ack takes the event's place in its chain.
+    Ack {
+        seq: u64,
+        frame: Frame,
+        stands_in: bool,
+    },
 }
 
 pub(super) enum MemberState {
@@ -70,8 +85,11 @@ pub(super) enum MemberState {
     /// capacity; more cuts the connection off, 4008).
     Joining { held: VecDeque<Held> },
     /// `last`: the seq of the last stored event this member was sent (or
-    /// that its ack stood in for); `None` until the chain starts.
-    Live { last: Option<u64> },
+    /// that its ack stood in for), its `prev` chain; `None` until the chain
+    /// starts. `delivered`: the highest seq it holds or was told of (the
+    /// floor of its `joined` at first) — events up to it are not sent again,
+    /// however late the room's task comes to them.
+    Live { last: Option<u64>, delivered: u64 },
 }
 
 pub(super) struct Member {
@@ -99,10 +117,7 @@ impl Member {
     }
 
     pub fn wants(&self, event: &str) -> bool {
-        if event.starts_with("presence.") && !self.presence {
-            return false;
-        }
-        self.filters.is_empty() || self.filters.iter().any(|f| f.matches(event))
+        wants(&self.filters, self.presence, event)
     }
 
     /// Takes the pending ack of event `id`, if one waits.
@@ -112,8 +127,7 @@ impl Member {
     }
 
     /// The publisher's ack, right where its event stands in the room's
-    /// order (in the event's place with `echo: false`, which it then stands
-    /// in for in the member's chain).
+    /// order (in the event's place with `echo: false`).
     fn ack_in_order(
         &mut self,
         ack: PendingAck,
@@ -128,14 +142,18 @@ impl Member {
             id: ev.id,
         }
         .encode();
-        match &mut self.state {
-            MemberState::Joining { .. } => {
-                self.hold(Held::Ack { seq: ev.seq, frame }, cap, metrics)
-            }
-            MemberState::Live { last } => {
-                if !ev.echo {
-                    *last = Some(ev.seq);
-                }
+        let stands_in = !ev.echo && self.wants(ev.event);
+        match &self.state {
+            MemberState::Joining { .. } => self.hold(
+                Held::Ack {
+                    seq: ev.seq,
+                    frame,
+                    stands_in,
+                },
+                cap,
+                metrics,
+            ),
+            MemberState::Live { .. } => {
                 self.conn.offer(&frame, metrics);
             }
         }
@@ -153,6 +171,15 @@ impl Member {
             held.push_back(item);
         }
     }
+}
+
+/// Whether a member with `filters` (empty: all) and the `presence` right
+/// is sent `event`: live, held, or in a replay.
+pub(super) fn wants(filters: &[EventFilter], presence: bool, event: &str) -> bool {
+    if event.starts_with("presence.") && !presence {
+        return false;
+    }
+    filters.is_empty() || filters.iter().any(|f| f.matches(event))
 }
 
 pub(super) type Members = HashMap<ConnId, Member>;
@@ -213,10 +240,19 @@ pub(super) fn deliver_stored(
         if own && let Some(ack) = m.take_ack(ev.id) {
             m.ack_in_order(ack, ev, cap, metrics);
         }
+        let wanted = m.wants(ev.event);
         if own && !ev.echo {
+            // Not sent back; acked (by the room, or by the session after a
+            // wait), the ack stands in for it.
+            if let MemberState::Live { last, delivered } = &mut m.state {
+                if wanted && ev.seq > *delivered {
+                    *last = Some(ev.seq);
+                }
+                *delivered = (*delivered).max(ev.seq);
+            }
             continue;
         }
-        if !m.wants(ev.event) {
+        if !wanted {
             continue;
         }
         match &mut m.state {
@@ -228,9 +264,13 @@ pub(super) fn deliver_stored(
                 cap,
                 metrics,
             ),
-            MemberState::Live { last } => {
+            MemberState::Live { last, delivered } => {
+                if ev.seq <= *delivered {
+                    continue; // in its replay, or before its floor
+                }
                 let frame = encodings.with_prev(last.unwrap_or(ev.frame.prev()));
                 *last = Some(ev.seq);
+                *delivered = ev.seq;
                 m.conn.offer(&frame, metrics);
                 sent += 1;
             }
@@ -271,27 +311,42 @@ pub(super) fn release(
     mut last: Option<u64>,
     metrics: &GatewayMetrics,
 ) {
-    let held = match std::mem::replace(&mut m.state, MemberState::Live { last: None }) {
+    let held = match std::mem::replace(
+        &mut m.state,
+        MemberState::Live {
+            last: None,
+            delivered: floor,
+        },
+    ) {
         MemberState::Joining { held } => held,
         MemberState::Live { .. } => VecDeque::new(),
     };
+    let mut delivered = floor;
     let mut out = first;
     for h in held {
         match h {
-            Held::Stored { seq, frame } if seq > floor => {
+            Held::Stored { seq, frame } if seq > delivered => {
                 out.push(frame.with_prev(last.unwrap_or(frame.prev())).into_bytes());
                 last = Some(seq);
+                delivered = seq;
             }
             Held::Stored { .. } => {}
             Held::Ephemeral(f) => out.push(f.into_bytes()),
-            Held::Ack { seq, frame } => {
+            Held::Ack {
+                seq,
+                frame,
+                stands_in,
+            } => {
                 out.push(frame.into_bytes());
-                last = Some(last.map_or(seq, |l| l.max(seq)));
+                if stands_in && seq > delivered {
+                    last = Some(seq);
+                    delivered = seq;
+                }
             }
         }
     }
-    m.state = MemberState::Live { last };
-    m.conn.offer_all(&out, metrics);
+    m.state = MemberState::Live { last, delivered };
+    m.conn.offer_burst(&out, metrics);
 }
 
 #[cfg(test)]
@@ -351,5 +406,47 @@ mod tests {
         }
         assert_eq!(c.outbox.killed(), Some(CloseCode::SlowConsumer.code()));
         assert_eq!(metrics.slow_consumer_closes.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_live_member_is_never_sent_an_event_at_or_below_what_it_holds() {
+        let (c, _client) = conn(16).await;
+        let metrics = GatewayMetrics::default();
+        let mut members = Members::new();
+        members.insert(c.id.clone(), Member::joining(c.clone(), Vec::new(), false));
+        // Joined with the room at seq 10 (replayed up to it): live from here.
+        release(
+            members.get_mut(&c.id).unwrap(),
+            Vec::new(),
+            10,
+            Some(10),
+            &metrics,
+        );
+        let ev = pb::RoomEvent {
+            event: "a.b".into(),
+            ..Default::default()
+        };
+        let sent_for = |members: &mut Members, seq: u64, prev: u64| {
+            let frame = EventFrame::encode(&ev, Some((seq, prev)));
+            deliver_stored(
+                members,
+                &StoredEvent {
+                    room: "r",
+                    seq,
+                    id: "e",
+                    event: "a.b",
+                    frame: &frame,
+                    origin: None,
+                    echo: true,
+                },
+                16,
+                &metrics,
+            )
+        };
+        // The room's task comes late to events the replay already gave.
+        assert_eq!(sent_for(&mut members, 9, 8), 0);
+        assert_eq!(sent_for(&mut members, 10, 9), 0);
+        assert_eq!(sent_for(&mut members, 11, 10), 1);
+        assert_eq!(sent_for(&mut members, 11, 10), 0, "never twice");
     }
 }

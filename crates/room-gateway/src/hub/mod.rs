@@ -14,6 +14,7 @@ mod member;
 mod room;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::names::EventFilter;
@@ -26,7 +27,7 @@ pub use member::{ConnHandle, ConnId};
 use crate::bus::Bus;
 use crate::history::History;
 use crate::metrics::GatewayMetrics;
-use crate::protocol::MsgId;
+use crate::protocol::{Frame, MsgId};
 use member::{MemberState, Members, PendingAck};
 
 /// Tuning of the hub, from the gateway's settings.
@@ -51,8 +52,10 @@ struct HubInner {
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     metrics: GatewayMetrics,
     limits: HubLimits,
-    /// Bounds JetStream fetches (replays and heals) across all rooms.
+    /// Bounds JetStream fetches for replays across all rooms…
     fetches: tokio::sync::Semaphore,
+    /// …and, apart, for heals: a storm of joins never starves live rooms.
+    heals: tokio::sync::Semaphore,
 }
 
 /// One room with local members.
@@ -63,6 +66,9 @@ struct Room {
     /// `Some(true)` once subscribed, `Some(false)` if that failed.
     ready: watch::Receiver<Option<bool>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Set (under the members lock) when its last member left: the room is
+    /// on its way out of the map, and a joiner must open a new one.
+    closed: AtomicBool,
     history: Mutex<History>,
     /// One JetStream replay fetch per room at a time: joiners that waited
     /// for it find its events in `history`.
@@ -95,6 +101,7 @@ impl RoomHub {
                 rooms: Mutex::new(HashMap::new()),
                 metrics,
                 fetches: tokio::sync::Semaphore::new(limits.concurrent_fetches),
+                heals: tokio::sync::Semaphore::new(limits.concurrent_fetches),
                 limits,
             }),
         }
@@ -128,19 +135,23 @@ impl RoomHub {
         members.get_mut(conn).map(f)
     }
 
-    /// Changes a member's event filters; its `prev` chain starts afresh.
+    /// Changes a member's event filters; its `prev` chain starts afresh
+    /// after `ok`, which is queued here, before any event of the new filters.
     pub fn set_filters(
         &self,
         tenant: &TenantId,
         room: &RoomName,
         conn: &str,
         filters: Vec<EventFilter>,
+        ok: &Frame,
     ) -> bool {
+        let metrics = self.inner.metrics.clone();
         self.with_member(tenant, room, conn, |m| {
             m.filters = filters;
-            if let MemberState::Live { last } = &mut m.state {
+            if let MemberState::Live { last, .. } = &mut m.state {
                 *last = None;
             }
+            m.conn.offer(ok, &metrics);
         })
         .is_some()
     }
@@ -185,18 +196,29 @@ impl RoomHub {
     }
 
     /// Removes `conn` from the room; the last member out closes the room.
+    /// The map's lock is never held while waiting for a room's members
+    /// (which a fan-out to thousands of sockets holds for a while).
     pub fn leave(&self, tenant: &TenantId, room: &RoomName, conn: &str) {
-        let mut rooms = self.rooms();
-        let k = key(tenant, room);
-        let empty = match rooms.get(&k) {
-            Some(r) => {
-                let mut members = r.members();
-                members.remove(conn);
-                members.is_empty()
-            }
-            None => false,
+        let Some(r) = self.room(tenant, room) else {
+            return;
         };
-        if empty && let Some(r) = rooms.remove(&k) {
+        let empty = {
+            let mut members = r.members();
+            members.remove(conn);
+            let empty = members.is_empty();
+            if empty {
+                r.closed.store(true, Ordering::Release);
+            }
+            empty
+        };
+        if !empty {
+            return;
+        }
+        let k = key(tenant, room);
+        let mut rooms = self.rooms();
+        if rooms.get(&k).is_some_and(|x| Arc::ptr_eq(x, &r)) {
+            rooms.remove(&k);
+            drop(rooms);
             if let Some(task) = r
                 .task
                 .lock()

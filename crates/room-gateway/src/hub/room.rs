@@ -139,13 +139,10 @@ impl RoomTask {
     /// The room's events after `last` up to `until`; `None` when the stream
     /// no longer holds all of them (the oldest were removed).
     async fn fetch_gap(&self, last: u64, until: u64) -> Result<Option<Vec<Stored>>, BusError> {
-        let _permit = self
-            .hub
-            .inner
-            .fetches
-            .acquire()
+        let _permit = tokio::time::timeout(HEAL_FOR, self.hub.inner.heals.acquire())
             .await
-            .expect("the fetch semaphore is never closed");
+            .map_err(|_| BusError::TimedOut)?
+            .expect("the heal semaphore is never closed");
         let (t, r) = (&self.room.tenant, &self.room.name);
         let events = self.bus().fetch_range(t, r, last + 1, until).await?;
         if events.last().map(|e| e.seq) != Some(until) {

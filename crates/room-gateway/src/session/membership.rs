@@ -5,11 +5,15 @@
 
 use switchboard_proto::RoomName;
 use switchboard_proto::names::EventFilter;
+use switchboard_proto::tenant::Limits;
 use switchboard_proto::token::Permissions;
 
 use super::Session;
 use crate::hub::JoinSpec;
 use crate::protocol::{ErrorCode, ErrorFrame, Join, MsgId, ServerFrame};
+
+/// How long a closing connection's presence entries may take to go.
+const PRESENCE_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Session {
     /// Answers `joined` (then `state`, the replay, live events) through
@@ -28,8 +32,9 @@ impl Session {
                 .gw
                 .tenants
                 .get(&tenant)
-                .map(|t| t.limits.rooms_per_connection)
-                .unwrap_or(0) as usize;
+                .map_or(Limits::default().rooms_per_connection, |t| {
+                    t.limits.rooms_per_connection
+                }) as usize;
             if limit != 0 && self.rooms.len() >= limit {
                 return Err(ErrorFrame::new(
                     ErrorCode::TooManyRooms,
@@ -89,15 +94,17 @@ impl Session {
         types: Vec<EventFilter>,
         id: Option<&MsgId>,
     ) -> Result<(), ErrorFrame> {
+        // `ok` is queued by the hub with the change: events of the new
+        // filters (whose chain starts afresh) follow it, never precede it.
+        let ok = ServerFrame::Ok { r#ref: id }.encode();
         let known = self.rooms.contains(&room)
             && self
                 .gw
                 .hub
-                .set_filters(&self.claims.tenant, &room, &self.conn.id, types);
+                .set_filters(&self.claims.tenant, &room, &self.conn.id, types, &ok);
         if !known {
             return Err(ErrorFrame::not_joined("filter", &room));
         }
-        self.push(&ServerFrame::Ok { r#ref: id });
         Ok(())
     }
 
@@ -108,10 +115,21 @@ impl Session {
         self.exit_presence(room).await;
     }
 
-    /// Leaves every room (the connection is closing).
-    pub(super) async fn depart_all(&self) {
+    /// Leaves every room in the hub (the connection is closing): no event
+    /// is queued for it any more.
+    pub(super) fn leave_rooms(&self) {
         for room in &self.rooms {
-            self.depart(room).await;
+            self.gw.hub.leave(&self.claims.tenant, room, &self.conn.id);
+        }
+    }
+
+    /// Removes the closing connection's presence entries, all at once and
+    /// within [`PRESENCE_EXIT`]: a dead NATS must not hold its close.
+    pub(super) async fn exit_presence_all(&self) {
+        let exits =
+            futures_util::future::join_all(self.rooms.iter().map(|r| self.exit_presence(r)));
+        if tokio::time::timeout(PRESENCE_EXIT, exits).await.is_err() {
+            tracing::warn!(conn = %self.conn.id, "presence entries not removed in time; they expire");
         }
     }
 }

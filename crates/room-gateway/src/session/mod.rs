@@ -76,6 +76,8 @@ enum Work {
     Message(ByteString),
     /// A binary frame: not part of the protocol.
     Binary,
+    /// A message dropped by the rate limit: its error, in turn.
+    Refused(Option<MsgId>),
     /// Send the ephemeral events whose interval has passed.
     Ephemeral,
 }
@@ -199,15 +201,24 @@ pub async fn run(
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
 
+    // The token expired while a message was in hand (a refresh in it may
+    // still save the connection).
+    let mut expired = false;
     let (code, reason) = loop {
-        if ops.idle().is_some()
-            && let Some(work) = waiting.pop_front()
-        {
-            ops.start(work);
+        if let Ops::Idle(session) = &ops {
+            // Due ephemeral events go first: a stream of messages must not
+            // hold them back.
+            let due = session
+                .ephemeral
+                .next_due()
+                .is_some_and(|t| t <= Instant::now());
+            if due {
+                ops.start(Work::Ephemeral);
+            } else if let Some(work) = waiting.pop_front() {
+                ops.start(work);
+            }
         }
-        let idle = ops.idle();
-        let next_ephemeral = idle.and_then(|s| s.ephemeral.next_due());
-        let expiry_armed = idle.is_some();
+        let next_ephemeral = ops.idle().and_then(|s| s.ephemeral.next_due());
         tokio::select! {
             biased;
             wrote = std::future::poll_fn(|cx| outbox.poll_write(cx)) => match wrote {
@@ -224,11 +235,37 @@ pub async fn run(
                 break (CloseCode::Restart.code(), "gateway draining");
             }
             (session, flow) = ops.done() => {
-                timers.follow(session.claims.exp);
+                // It was talking to us: alive, even if its reading waited.
+                last_heard = Instant::now();
+                if timers.follow(session.claims.exp) {
+                    expired = false;
+                }
                 ops = Ops::Idle(session);
                 if let Flow::Close(code, why) = flow {
                     break (code.code(), why);
                 }
+                if expired {
+                    break (CloseCode::TokenExpired.code(), "token expired: refresh before token_exp");
+                }
+            }
+            // Timers before the reader: a flood of frames never holds them off.
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > heartbeat * 2 {
+                    break (CloseCode::Normal.code(), "heartbeat timeout: nothing heard for two intervals");
+                }
+                outbox.ping();
+            }
+            due = timers.next(), if !expired => match due {
+                token::Due::Warn => {
+                    outbox.text(&ServerFrame::TokenExpiring { token_exp: timers.exp() }.encode());
+                }
+                token::Due::Expired if ops.idle().is_some() => {
+                    break (CloseCode::TokenExpired.code(), "token expired: refresh before token_exp");
+                }
+                token::Due::Expired => expired = true,
+            },
+            _ = tokio::time::sleep_until(next_ephemeral.unwrap_or_else(Instant::now)), if next_ephemeral.is_some() => {
+                ops.start(Work::Ephemeral);
             }
             msg = reader.recv(), if waiting.len() < MAX_WAITING => {
                 last_heard = Instant::now();
@@ -239,11 +276,8 @@ pub async fn run(
                             Admit::Yes => waiting.push_back(Work::Message(text)),
                             Admit::Refused => {
                                 metrics.rate_limited.inc();
-                                let e = ErrorFrame::new(
-                                    ErrorCode::RateLimited,
-                                    "too many messages: this connection may send the tenant's client_msgs_per_s (burst twice that); the message was dropped",
-                                );
-                                outbox.text(&e.frame(message_id(&text).as_ref()).encode());
+                                // Answered in turn, after the messages before it.
+                                waiting.push_back(Work::Refused(message_id(&text)));
                             }
                             Admit::Close => break (CloseCode::RateLimited.code(), "sustained rate-limit violation"),
                         }
@@ -261,39 +295,23 @@ pub async fn run(
                     }
                 }
             }
-            _ = ticker.tick() => {
-                if last_heard.elapsed() > heartbeat * 2 {
-                    break (CloseCode::Normal.code(), "heartbeat timeout: nothing heard for two intervals");
-                }
-                outbox.ping();
-            }
-            _ = tokio::time::sleep_until(next_ephemeral.unwrap_or_else(Instant::now)), if next_ephemeral.is_some() => {
-                ops.start(Work::Ephemeral);
-            }
-            due = timers.next(), if expiry_armed => match due {
-                token::Due::Warn => {
-                    outbox.text(&ServerFrame::TokenExpiring { token_exp: timers.exp() }.encode());
-                }
-                token::Due::Expired => {
-                    break (CloseCode::TokenExpired.code(), "token expired: refresh before token_exp");
-                }
-            },
         }
     };
 
-    // The message in hand finishes (each NATS wait in it is bounded), so
-    // the connection leaves its rooms and presence entries behind it.
+    // The message in hand finishes (each NATS wait in it is bounded). The
+    // connection leaves its rooms at once, then its close goes out while
+    // its presence entries are removed.
     let session = ops.finish().await;
-    session.depart_all().await;
+    session.leave_rooms();
     metrics.connections.dec();
+    // The connection no longer counts against the tenant's limit while a
+    // slow client's backlog and close frame drain.
+    drop(slot);
+    tokio::join!(outbox.close(code, reason), session.exit_presence_all());
     audit.closing(code);
     drop(audit);
     tracing::debug!(conn = %session.conn.id, code, "closed");
     drop(session);
-    // The connection no longer counts against the tenant's limit while a
-    // slow client's backlog and close frame drain.
-    drop(slot);
-    outbox.close(code, reason).await;
     reader.linger().await;
 }
 
@@ -337,6 +355,16 @@ impl Session {
                     "binary frames are not part of the protocol: send JSON text frames",
                 ),
             ),
+            Work::Refused(id) => {
+                self.push(
+                    &ErrorFrame::new(
+                        ErrorCode::RateLimited,
+                        "too many messages: this connection may send the tenant's client_msgs_per_s (burst twice that); the message was dropped",
+                    )
+                    .frame(id.as_ref()),
+                );
+                Flow::Continue
+            }
             Work::Ephemeral => {
                 self.flush_ephemeral().await;
                 Flow::Continue
@@ -363,6 +391,13 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
+        if self.claims.exp <= chrono::Utc::now().timestamp() {
+            // Every message, a join above all, needs a token still valid.
+            return Flow::Close(
+                CloseCode::TokenExpired,
+                "token expired: refresh before token_exp",
+            );
+        }
         let msg = match ClientMessage::parse(text) {
             Ok(m) => m,
             Err(r) => return self.bad(r.id.as_ref(), r.error),

@@ -37,7 +37,21 @@ pub(super) struct Ephemeral {
     slots: HashMap<(RoomName, String), Slot>,
 }
 
+/// Slots kept without pruning; beyond this, quiet ones are dropped.
+const EPHEMERAL_SLOTS: usize = 32;
+
 impl Ephemeral {
+    /// Drops slots with nothing waiting that have been quiet for ten
+    /// intervals, once there are many: a client naming a new event every
+    /// time must not grow the map without end.
+    fn prune(&mut self, now: Instant) {
+        if self.slots.len() > EPHEMERAL_SLOTS {
+            self.slots.retain(|_, s| {
+                s.pending.is_some() || now.duration_since(s.last_sent) < EPHEMERAL_INTERVAL * 10
+            });
+        }
+    }
+
     /// When the next waiting event is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.slots
@@ -133,14 +147,19 @@ impl Session {
         let stored = match self.gw.bus.publish_room_event(&tenant, &room, &ev).await {
             Ok(a) => a,
             Err(e) => {
-                hub.forget_ack(&tenant, &room, &self.conn.id, &ev_id);
+                if !hub.forget_ack(&tenant, &room, &self.conn.id, &ev_id) {
+                    // The ack's wait failed, but the room has seen the event:
+                    // it was stored, and acked in order.
+                    return Ok(());
+                }
                 tracing::warn!(error = %e, "client publish failed");
                 return Err(ErrorFrame::unavailable("publish", &room));
             }
         };
         if stored.duplicate {
-            // A retry with this key: no new event comes, so no room ack.
-            hub.forget_ack(&tenant, &room, &self.conn.id, &ev_id);
+            // A retry with this key: no new event comes, so the room acks
+            // only if the first one's event reached it just now.
+            let unanswered = hub.forget_ack(&tenant, &room, &self.conn.id, &ev_id);
             match self.gw.bus.room_event_at(stored.sequence).await {
                 Ok(Some(first))
                     if !same_message(&first.event, &first.data, &ev.event, &ev.data) =>
@@ -153,7 +172,9 @@ impl Session {
                 }
                 _ => {}
             }
-            self.push(&ack(Some(stored.sequence)));
+            if unanswered {
+                self.push(&ack(Some(stored.sequence)));
+            }
             return Ok(());
         }
         if let Some(sent) = in_order {
@@ -187,6 +208,7 @@ impl Session {
         } else {
             slot.pending = Some(ev);
         }
+        self.ephemeral.prune(now);
     }
 
     pub(super) async fn flush_ephemeral(&mut self) {

@@ -39,10 +39,10 @@ impl TokenTimers {
         }
     }
 
-    /// Follows a refreshed token (`exp` changed): warned afresh.
-    pub fn follow(&mut self, exp: i64) {
+    /// Follows a refreshed token (`exp` changed: true), warned afresh.
+    pub fn follow(&mut self, exp: i64) -> bool {
         if exp == self.exp {
-            return;
+            return false;
         }
         self.exp = exp;
         self.warned = false;
@@ -50,6 +50,7 @@ impl TokenTimers {
             .as_mut()
             .reset(deadline_of(exp, TOKEN_WARNING));
         self.expiry.as_mut().reset(deadline_of(exp, Duration::ZERO));
+        true
     }
 
     pub fn exp(&self) -> i64 {
