@@ -25,6 +25,11 @@ pub struct Settings {
     pub outbound_queue: usize,
     /// Time to drain connections on SIGTERM (`SB_DRAIN_SECS`).
     pub drain: Duration,
+    /// The window `reconnect.after_ms` is spread over when draining
+    /// (`SB_RECONNECT_SPREAD`, at most the drain time): wide enough that the
+    /// other gateways are not hit at once, short enough that clients are
+    /// soon back.
+    pub reconnect_spread: Duration,
     /// Recent events kept per room for replays (`SB_GATEWAY_ROOM_CACHE`).
     pub room_cache: usize,
     /// JetStream fetches (replays, gap healing) at once (`SB_REPLAY_CONCURRENCY`).
@@ -69,6 +74,7 @@ impl Settings {
                 10,
                 "a whole number of seconds",
             )?),
+            reconnect_spread: config::duration(src, "SB_RECONNECT_SPREAD", Duration::from_secs(2))?,
             room_cache: config::parsed(
                 src,
                 "SB_GATEWAY_ROOM_CACHE",

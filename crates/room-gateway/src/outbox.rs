@@ -2,10 +2,14 @@
 //! `welcome`, replies, `joined`, `state`, replays, live events, pings, the
 //! close frame — goes through its [`Outbox`], in the order it was pushed.
 //!
-//! Pushing never waits. While the client keeps up, a frame is written to
-//! the socket by whoever pushes it (the room's task for a live event, the
-//! session for a reply): no task is woken and nothing is copied. When the
-//! socket does not take everything, the rest waits in `pending` (bytes,
+//! Pushing never waits. A reply is written to the socket by the session
+//! that pushes it. Live events are queued by the room's task and written by
+//! a [`Flusher`] (one per worker thread) that visits, in turn, every outbox
+//! with frames queued and writes all of them with one system call: a lone
+//! event costs one plain `send()` per member, and when events come faster
+//! than the sockets take them each visit carries more frames — no task is
+//! woken per frame, nothing is copied. When
+//! the socket does not take everything, the rest waits in `pending` (bytes,
 //! up to [`HIGH_WATER`]) and then in a bounded queue of shared frames; the
 //! session's writer drains them whenever the socket is writable again. A
 //! queue that overflows cuts the connection off (4008) instead of slowing
@@ -27,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::protocol::{CloseCode, Frame};
-use crate::wire::{MAX_BATCH, frame_header};
+use crate::wire::{MAX_BATCH, control_frame};
 
 /// Unsent bytes above which frames wait as shared frames in the queue (not
 /// copied) and count against its capacity.
@@ -75,14 +79,17 @@ struct State {
     /// Bytes the socket has not taken yet, in order; empty (and
     /// unallocated) while the client keeps up.
     pending: BytesMut,
-    /// Frames waiting behind `pending` once it is over [`HIGH_WATER`].
-    queue: VecDeque<(OpCode, Bytes)>,
+    /// Frames (their bytes on the wire) waiting behind `pending` once it is
+    /// over [`HIGH_WATER`].
+    queue: VecDeque<Bytes>,
     /// The session's writer, woken when there is something to write or the
     /// connection is cut off.
     waker: Option<Waker>,
     broken: bool,
     /// The close frame is pushed: nothing more is accepted.
     closed: bool,
+    /// It waits in a [`Flusher`]'s list.
+    listed: bool,
 }
 
 impl State {
@@ -96,6 +103,10 @@ impl State {
         }
     }
 }
+
+/// The socket is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
 
 impl Outbox {
     pub fn new(socket: Arc<TcpStream>, cap: usize) -> Self {
@@ -134,36 +145,84 @@ impl Outbox {
         first
     }
 
-    /// One text frame, after everything pushed before it.
+    /// One frame, after everything pushed before it.
     pub fn text(&self, frame: &Frame) -> Pushed {
-        self.push(
-            OpCode::Text,
-            std::slice::from_ref(frame.as_bytes()),
-            self.cap,
-        )
+        self.push(std::slice::from_ref(frame.wire()), self.cap)
     }
 
-    /// Text frames in order, written together where the socket takes them.
+    /// Frames ([`Frame::into_wire`]) in order, written together where the
+    /// socket takes them.
     pub fn texts(&self, frames: &[Bytes]) -> Pushed {
-        self.push(OpCode::Text, frames, self.cap)
+        self.push(frames, self.cap)
     }
 
     /// A burst the caller bounds itself (a join's replay and held events,
     /// each at most a room's history or the queue's capacity): it may wait
     /// beyond the queue's capacity without cutting the connection off.
     pub fn burst(&self, frames: &[Bytes]) -> Pushed {
-        self.push(OpCode::Text, frames, usize::MAX)
+        self.push(frames, usize::MAX)
+    }
+
+    /// Queues frames for `flusher` to write (live events from a room's
+    /// task): the writing of many events to many members batches itself.
+    pub fn defer(self: &Arc<Self>, frames: &[Bytes], flusher: &Flusher) -> Pushed {
+        let mut s = self.lock();
+        if s.broken || s.closed || self.killed().is_some() {
+            return Pushed::Refused;
+        }
+        if s.queue.len() + frames.len() > self.cap {
+            drop(s);
+            return if self.kill(CloseCode::SlowConsumer) {
+                Pushed::Overflowed
+            } else {
+                Pushed::Refused
+            };
+        }
+        s.queue.extend(frames.iter().cloned());
+        if !std::mem::replace(&mut s.listed, true) {
+            drop(s);
+            flusher.list(self.clone());
+        }
+        Pushed::Accepted
+    }
+
+    /// The flusher's visit: writes what is queued, a batch per system call,
+    /// while the socket takes it; what it does not take the writer gets.
+    fn flush(&self) {
+        let mut s = self.lock();
+        s.listed = false;
+        if s.broken || !s.pending.is_empty() {
+            // Backed up: the writer is on it, and waits for the socket.
+            return;
+        }
+        while s.pending.is_empty() && !s.queue.is_empty() {
+            let n = s.queue.len().min(MAX_BATCH);
+            let mut batch: [Bytes; MAX_BATCH] = std::array::from_fn(|_| Bytes::new());
+            for (slot, f) in batch.iter_mut().zip(s.queue.drain(..n)) {
+                *slot = f;
+            }
+            if send_now(&self.socket, &batch[..n], &mut s.pending).is_err() {
+                s.broken = true;
+                break;
+            }
+        }
+        if s.queue.is_empty() && s.queue.capacity() > KEEP_CAPACITY {
+            s.queue = VecDeque::new();
+        }
+        if !s.idle() || s.broken {
+            s.wake();
+        }
     }
 
     pub fn ping(&self) -> Pushed {
-        self.push(OpCode::Ping, &[Bytes::new()], self.cap)
+        self.push(&[control_frame(OpCode::Ping, &[])], self.cap)
     }
 
     pub fn pong(&self, payload: Bytes) -> Pushed {
-        self.push(OpCode::Pong, &[payload], self.cap)
+        self.push(&[control_frame(OpCode::Pong, &payload)], self.cap)
     }
 
-    fn push(&self, op: OpCode, frames: &[Bytes], cap: usize) -> Pushed {
+    fn push(&self, frames: &[Bytes], cap: usize) -> Pushed {
         if frames.is_empty() {
             return Pushed::Accepted;
         }
@@ -176,11 +235,7 @@ impl Outbox {
             // The client keeps up: straight to the socket, a batch per call.
             while !rest.is_empty() && s.pending.is_empty() {
                 let n = rest.len().min(MAX_BATCH);
-                let mut batch: [(OpCode, &[u8]); MAX_BATCH] = [(op, &[]); MAX_BATCH];
-                for (slot, f) in batch.iter_mut().zip(&rest[..n]) {
-                    slot.1 = f;
-                }
-                if write_now(&self.socket, &batch[..n], &mut s.pending).is_err() {
+                if send_now(&self.socket, &rest[..n], &mut s.pending).is_err() {
                     s.broken = true;
                     s.wake();
                     return Pushed::Refused;
@@ -193,9 +248,9 @@ impl Outbox {
         }
         for f in rest {
             if s.queue.is_empty() && s.pending.len() <= HIGH_WATER {
-                append(&mut s.pending, op, f);
+                s.pending.extend_from_slice(f);
             } else if s.queue.len() < cap {
-                s.queue.push_back((op, f.clone()));
+                s.queue.push_back(f.clone());
             } else {
                 drop(s);
                 return if self.kill(CloseCode::SlowConsumer) {
@@ -240,6 +295,8 @@ impl Outbox {
     }
 
     /// Writes until nothing waits (ready) or the socket is full (pending).
+    /// Through tokio: a full socket clears its readiness, so the next poll
+    /// waits for it to drain.
     fn write_some(&self, s: &mut State, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
         loop {
             if !s.pending.is_empty() {
@@ -256,7 +313,6 @@ impl Outbox {
                             s.pending = BytesMut::new();
                         }
                     }
-                    // Readiness was cleared: the next poll waits for it.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return Poll::Ready(Err(Closed)),
                 }
@@ -269,12 +325,38 @@ impl Outbox {
                 return Poll::Ready(Ok(()));
             }
             let n = s.queue.len().min(MAX_BATCH);
-            let mut batch: [(OpCode, &[u8]); MAX_BATCH] = [(OpCode::Text, &[]); MAX_BATCH];
-            for (slot, (op, b)) in batch.iter_mut().zip(s.queue.iter()) {
-                *slot = (*op, b);
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            for (slot, f) in slices.iter_mut().zip(s.queue.iter()) {
+                *slot = IoSlice::new(f);
             }
-            write_now(&self.socket, &batch[..n], &mut s.pending)?;
-            s.queue.drain(..n);
+            let written = match self.socket.try_write_vectored(&slices[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => return Poll::Ready(Err(Closed)),
+            };
+            // Whole frames leave the queue; the one the socket stopped in
+            // goes, rest and all, to `pending`.
+            let mut left = written;
+            while left > 0 {
+                let f = s
+                    .queue
+                    .pop_front()
+                    .expect("written bytes came from queued frames");
+                if left >= f.len() {
+                    left -= f.len();
+                } else {
+                    s.pending.extend_from_slice(&f[left..]);
+                    left = 0;
+                }
+            }
+            if written == 0 {
+                // Readiness was cleared: wait for the socket.
+                match self.socket.poll_write_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Closed)),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
         }
     }
 
@@ -290,6 +372,7 @@ impl Outbox {
             cut -= 1;
         }
         payload.extend_from_slice(&reason.as_bytes()[..cut]);
+        let frame = control_frame(OpCode::Close, &payload);
         {
             let mut s = self.lock();
             if code == CloseCode::SlowConsumer.code() {
@@ -297,15 +380,14 @@ impl Outbox {
             }
             if !s.broken && !s.closed {
                 if s.idle() {
-                    if write_now(&self.socket, &[(OpCode::Close, &payload)], &mut s.pending)
-                        .is_err()
+                    if send_now(&self.socket, std::slice::from_ref(&frame), &mut s.pending).is_err()
                     {
                         s.broken = true;
                     }
                 } else if s.queue.is_empty() && s.pending.len() <= HIGH_WATER {
-                    append(&mut s.pending, OpCode::Close, &payload);
+                    s.pending.extend_from_slice(&frame);
                 } else {
-                    s.queue.push_back((OpCode::Close, Bytes::from(payload)));
+                    s.queue.push_back(frame);
                 }
             }
             s.closed = true;
@@ -330,53 +412,114 @@ impl Outbox {
     }
 }
 
-/// The socket is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
-
-fn append(pending: &mut BytesMut, op: OpCode, payload: &[u8]) {
-    let mut head = [0u8; 10];
-    let n = frame_header(&mut head, op, payload.len());
-    pending.extend_from_slice(&head[..n]);
-    pending.extend_from_slice(payload);
-}
-
-/// Writes frames (at most [`MAX_BATCH`]) with one system call; what the
-/// socket does not take is appended to `pending`, in order.
-fn write_now(
-    socket: &TcpStream,
-    frames: &[(OpCode, &[u8])],
-    pending: &mut BytesMut,
-) -> Result<(), Closed> {
+/// Sends frames (at most [`MAX_BATCH`]) straight to the socket with one
+/// system call — `send()` for one, `sendmsg()` for more — outside tokio's
+/// readiness tracking (a full socket here only means the writer's next
+/// readiness check finds it full and waits); what the socket does not take
+/// is appended to `pending`, in order.
+fn send_now(socket: &TcpStream, frames: &[Bytes], pending: &mut BytesMut) -> Result<(), Closed> {
     debug_assert!(frames.len() <= MAX_BATCH && pending.is_empty());
-    let mut heads = [[0u8; 10]; MAX_BATCH];
-    let mut head_lens = [0usize; MAX_BATCH];
-    let mut total = 0;
-    for (i, (op, p)) in frames.iter().enumerate() {
-        head_lens[i] = frame_header(&mut heads[i], *op, p.len());
-        total += head_lens[i] + p.len();
-    }
-    let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-    for (i, (_, p)) in frames.iter().enumerate() {
-        slices[2 * i] = IoSlice::new(&heads[i][..head_lens[i]]);
-        slices[2 * i + 1] = IoSlice::new(p);
-    }
-    let slices = &slices[..2 * frames.len()];
-    let written = match socket.try_write_vectored(slices) {
+    let sock = socket2::SockRef::from(socket);
+    let sent = if let [one] = frames {
+        sock.send(one)
+    } else {
+        let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+        for (s, f) in slices.iter_mut().zip(frames) {
+            *s = IoSlice::new(f);
+        }
+        sock.send_vectored(&slices[..frames.len()])
+    };
+    let written = match sent {
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
+        }
         Err(_) => return Err(Closed),
     };
-    if written < total {
-        let mut skip = written;
-        for s in slices {
-            if skip >= s.len() {
-                skip -= s.len();
-                continue;
-            }
-            pending.extend_from_slice(&s[skip..]);
-            skip = 0;
+    let mut skip = written;
+    for f in frames {
+        if skip >= f.len() {
+            skip -= f.len();
+            continue;
         }
+        pending.extend_from_slice(&f[skip..]);
+        skip = 0;
     }
     Ok(())
+}
+
+/// Writes the live events rooms queue: one task per worker thread that
+/// visits, in the order they were queued to, every outbox with frames
+/// waiting, and writes all of each one's frames with one system call.
+#[derive(Clone)]
+pub struct Flusher {
+    inner: Arc<FlusherInner>,
+}
+
+struct FlusherInner {
+    listed: Mutex<VecDeque<Arc<Outbox>>>,
+    /// Rung when an outbox is listed; the task re-checks the list after
+    /// every ring, so none is missed.
+    bell: tokio::sync::Notify,
+}
+
+/// Outboxes a flusher writes before it lets the rooms on its thread run.
+const FLUSH_BEFORE_YIELD: usize = 32;
+
+thread_local! {
+    static FLUSHER: std::cell::OnceCell<Flusher> = const { std::cell::OnceCell::new() };
+}
+
+impl Flusher {
+    /// This worker thread's flusher, started on first use.
+    pub fn current() -> Self {
+        FLUSHER.with(|f| f.get_or_init(Self::start).clone())
+    }
+
+    fn start() -> Self {
+        let f = Self {
+            inner: Arc::new(FlusherInner {
+                listed: Mutex::new(VecDeque::new()),
+                bell: tokio::sync::Notify::new(),
+            }),
+        };
+        let inner = f.inner.clone();
+        tokio::spawn(async move {
+            let mut visits = 0usize;
+            loop {
+                let next = inner
+                    .listed
+                    .lock()
+                    .expect("flusher list lock is never poisoned")
+                    .pop_front();
+                match next {
+                    Some(outbox) => {
+                        outbox.flush();
+                        visits += 1;
+                        if visits.is_multiple_of(FLUSH_BEFORE_YIELD) {
+                            // Let rooms queue what came meanwhile: the
+                            // outboxes still listed then carry more at once.
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    None => inner.bell.notified().await,
+                }
+            }
+        });
+        f
+    }
+
+    fn list(&self, outbox: Arc<Outbox>) {
+        self.inner
+            .listed
+            .lock()
+            .expect("flusher list lock is never poisoned")
+            .push_back(outbox);
+        self.inner.bell.notify_one();
+    }
 }

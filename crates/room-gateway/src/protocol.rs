@@ -6,7 +6,7 @@
 //! name the op, the field and the rule (`join: field 'room' is required …`),
 //! which serde's messages cannot.
 
-use bytestring::ByteString;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchboard_proto::names::{EVENT_FILTER_RULE, EVENT_RULE, EventFilter, ROOM_RULE};
@@ -15,9 +15,42 @@ use switchboard_proto::{EventName, RoomName, pb};
 /// Version in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// An encoded text frame. Cloning shares the bytes; being text already, it
-/// is written without another UTF-8 check per member.
-pub type Frame = ByteString;
+/// A server text frame as it goes on the wire: the WebSocket header and the
+/// JSON text in one buffer, encoded once. Cloning shares the bytes, and a
+/// frame is written to each socket as it is — one buffer, one `send()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    /// Frames `json` (final, unmasked, opcode text).
+    pub fn text(json: &str) -> Self {
+        let mut out = BytesMut::with_capacity(json.len() + 10);
+        let mut head = [0u8; 10];
+        let n = crate::wire::frame_header(&mut head, actix_http::ws::OpCode::Text, json.len());
+        out.put_slice(&head[..n]);
+        out.put_slice(json.as_bytes());
+        Self(out.freeze())
+    }
+
+    /// The bytes to write, header included.
+    pub fn wire(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn into_wire(self) -> Bytes {
+        self.0
+    }
+
+    /// The JSON text the frame carries.
+    pub fn json(&self) -> &str {
+        let n = match self.0.get(1).map(|b| b & 0x7f) {
+            Some(126) => 4,
+            Some(127) => 10,
+            _ => 2,
+        };
+        std::str::from_utf8(&self.0[n..]).expect("frames are made from JSON text")
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Codes
@@ -537,7 +570,7 @@ pub enum ServerFrame<'a> {
 
 impl ServerFrame<'_> {
     pub fn encode(&self) -> Frame {
-        ByteString::from(serde_json::to_string(self).expect("server frames always serialize"))
+        Frame::text(&serde_json::to_string(self).expect("server frames always serialize"))
     }
 }
 
@@ -553,11 +586,12 @@ pub fn rfc3339_ms(ts_unix_ms: i64) -> String {
 /// The `event` frame of a room event, encoded once for every member. A
 /// stored event's `prev` can be rewritten without encoding it again (a
 /// filtered member's chain, DESIGN.md §2 and PROTOCOL.md): the frame
-/// remembers where its `prev` digits sit.
+/// remembers where its `prev` digits sit in the JSON.
 #[derive(Debug, Clone)]
 pub struct EventFrame {
-    bytes: Frame,
-    /// Byte range of the `prev` digits; empty for an ephemeral event.
+    frame: Frame,
+    /// Byte range of the `prev` digits in the JSON; empty for an ephemeral
+    /// event.
     prev_at: u32,
     prev_len: u8,
     prev: u64,
@@ -581,10 +615,11 @@ impl EventFrame {
             out.push_str(itoa::Buffer::new().format(seq));
             out.push_str(r#","prev":"#);
             prev_at = out.len() as u32;
-            let digits = itoa::Buffer::new().format(p).to_owned();
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(p);
             prev_len = digits.len() as u8;
             prev = p;
-            out.push_str(&digits);
+            out.push_str(digits);
         } else {
             out.push_str(r#","ephemeral":true"#);
         }
@@ -600,7 +635,7 @@ impl EventFrame {
         out.push_str(data);
         out.push('}');
         Self {
-            bytes: ByteString::from(out),
+            frame: Frame::text(&out),
             prev_at,
             prev_len,
             prev,
@@ -609,7 +644,7 @@ impl EventFrame {
 
     /// The frame with the `prev` it was encoded with.
     pub fn frame(&self) -> &Frame {
-        &self.bytes
+        &self.frame
     }
 
     /// The `prev` it was encoded with (0 for an ephemeral event).
@@ -621,16 +656,15 @@ impl EventFrame {
     /// the one encoded).
     pub fn with_prev(&self, prev: u64) -> Frame {
         if prev == self.prev || self.prev_len == 0 {
-            return self.bytes.clone();
+            return self.frame.clone();
         }
-        let text: &str = &self.bytes;
-        let (head, tail) = text.split_at(self.prev_at as usize);
+        let (head, tail) = self.frame.json().split_at(self.prev_at as usize);
         let tail = &tail[self.prev_len as usize..];
-        let mut out = String::with_capacity(self.bytes.len() + 4);
+        let mut out = String::with_capacity(head.len() + tail.len() + 20);
         out.push_str(head);
         out.push_str(itoa::Buffer::new().format(prev));
         out.push_str(tail);
-        ByteString::from(out)
+        Frame::text(&out)
     }
 }
 
@@ -658,14 +692,15 @@ mod tests {
     #[test]
     fn event_frames_carry_every_field_of_protocol_md() {
         let f = EventFrame::encode(&event(), Some((7, 3)));
-        let v: Value = serde_json::from_str(f.frame()).unwrap();
+        let v: Value = serde_json::from_str(f.frame().json()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type": "event", "room": "user:42", "seq": 7, "prev": 3,
                 "id": "evt_1", "event": "chat.message", "ts": "2023-11-14T22:13:20.123Z",
                 "source": "api", "data": {"text": "hi \"there\""}})
         );
-        let e: Value = serde_json::from_str(EventFrame::encode(&event(), None).frame()).unwrap();
+        let e: Value =
+            serde_json::from_str(EventFrame::encode(&event(), None).frame().json()).unwrap();
         assert_eq!(e["ephemeral"], true);
         assert!(e.get("seq").is_none() && e.get("prev").is_none());
     }
@@ -674,14 +709,17 @@ mod tests {
     fn prev_is_rewritten_in_place() {
         let f = EventFrame::encode(&event(), Some((1_000, 7)));
         for prev in [0, 7, 8, 999, 123_456_789] {
-            let v: Value = serde_json::from_str(&f.with_prev(prev)).unwrap();
+            let v: Value = serde_json::from_str(f.with_prev(prev).json()).unwrap();
             assert_eq!(
                 (v["seq"].as_u64(), v["prev"].as_u64()),
                 (Some(1_000), Some(prev))
             );
             assert_eq!(v["data"]["text"], "hi \"there\"");
         }
-        assert!(std::ptr::eq(f.with_prev(7).as_ptr(), f.frame().as_ptr()));
+        assert!(std::ptr::eq(
+            f.with_prev(7).wire().as_ptr(),
+            f.frame().wire().as_ptr()
+        ));
     }
 
     #[test]
@@ -743,15 +781,19 @@ mod tests {
             missed: None,
         };
         assert_eq!(
-            serde_json::from_str::<Value>(&joined.encode()).unwrap(),
+            serde_json::from_str::<Value>(joined.encode().json()).unwrap(),
             serde_json::json!({"type": "joined", "ref": "j1", "room": "r", "seq": 9})
         );
         let e = ErrorFrame::bad_field("room", "m").in_room("r");
         assert_eq!(
-            serde_json::from_str::<Value>(&e.frame(None).encode()).unwrap(),
+            serde_json::from_str::<Value>(e.frame(None).encode().json()).unwrap(),
             serde_json::json!({"type": "error", "code": "bad_request", "message": "m", "room": "r", "field": "room"})
         );
         let t = ServerFrame::TokenExpiring { token_exp: 5 };
-        assert!(t.encode().contains(r#""type":"token_expiring""#));
+        assert!(t.encode().json().contains(r#""type":"token_expiring""#));
+        // Long frames take the longer header, and json() finds the text.
+        let long = Frame::text(&format!("\"{}\"", "x".repeat(70_000)));
+        assert_eq!(long.wire()[1], 127);
+        assert_eq!(long.json().len(), 70_002);
     }
 }

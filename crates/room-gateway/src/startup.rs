@@ -39,8 +39,8 @@ impl Application {
         let bus = Bus::start(&settings.nats_url, &settings.streams, settings.live_queue)
             .await
             .context("setting up NATS")?;
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
+        let listener =
+            listen(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
 
         // Sessions watch this, not the process signal: the gateway decides
@@ -149,6 +149,7 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         shutdown.wait().await;
+        let t0 = tokio::time::Instant::now();
         tracing::info!("draining connections");
         // Sessions run in tasks of their own on the server's workers, which
         // stopping the server ends: accept nothing new, let every session
@@ -162,8 +163,14 @@ impl Application {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        tracing::info!(
+            secs = t0.elapsed().as_secs_f64(),
+            left = sessions.load(std::sync::atomic::Ordering::Acquire),
+            "connections drained"
+        );
         let _ = handle.stop(true).await;
         let _ = server.await;
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "server stopped");
         // Sessions still running were dropped with their workers' runtimes;
         // each one's audit goes out as it drops.
         let dropped = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -174,9 +181,30 @@ impl Application {
         }
         // Every closed connection's audit event is stored before NATS goes.
         self.gateway.audit.flush(Duration::from_secs(5)).await;
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "audit stored");
         self.gateway.bus.drain().await;
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "stopped");
         Ok(())
     }
+}
+
+/// Connections waiting to be accepted at most: a reconnect storm brings
+/// thousands at once, and a full backlog drops SYNs, which clients resend
+/// only after a second, then three (the kernel caps it at somaxconn).
+const LISTEN_BACKLOG: i32 = 8192;
+
+/// A listening socket on `addr` with a backlog fit for a reconnect storm
+/// (std's is 128).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// `GET /v1/stats`: this gateway's counters as JSON.

@@ -202,6 +202,16 @@ fn announced_len(buf: &[u8]) -> Option<u64> {
     }
 }
 
+/// A whole control frame (ping, pong, close) on the wire.
+pub fn control_frame(op: OpCode, payload: &[u8]) -> Bytes {
+    let mut head = [0u8; 10];
+    let n = frame_header(&mut head, op, payload.len());
+    let mut out = BytesMut::with_capacity(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+    out.freeze()
+}
+
 /// Writes an unmasked, final frame header; returns its length.
 pub fn frame_header(dst: &mut [u8; 10], op: OpCode, len: usize) -> usize {
     dst[0] = 0x80 | u8::from(op);

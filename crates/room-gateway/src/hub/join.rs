@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::member::{Member, MemberState, release, wants};
 use super::room::spawn_room;
 use super::{Room, RoomHub, key};
-use crate::bus::{BusError, Retention};
+use crate::bus::{BusError, Retention, Stored};
 use crate::history::{Entry, History};
 use crate::hub::member::ConnHandle;
 use crate::protocol::{EventFrame, Frame, MsgId, ServerFrame};
@@ -29,6 +29,10 @@ use crate::protocol::{EventFrame, Frame, MsgId, ServerFrame};
 /// gateway must be before it is counted as gone: the gateway's clock and
 /// the publisher's may differ a little.
 const AGE_MARGIN_MS: i64 = 5_000;
+
+/// The `prev` of a history entry whose own predecessor is not known: a
+/// chain walked back to it stops there.
+const UNKNOWN_PREV: u64 = u64::MAX;
 
 /// Why a join could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -202,12 +206,19 @@ impl RoomHub {
             .expect("the fetch semaphore is never closed");
         self.inner.metrics.replays_fetched.inc();
         let bus = &self.inner.bus;
-        if since > 0 && bus.stored_at(&r.tenant, &r.name, since).await?.is_none() {
-            return Ok(lost());
-        }
-        let events = bus
-            .fetch_range(&r.tenant, &r.name, since + 1, until)
+        // `since` itself is read too: it proves `since` is a stored event of
+        // this room, and lets the history vouch for it next time.
+        let mut events = bus
+            .fetch_range(&r.tenant, &r.name, since.max(1), until)
             .await?;
+        let anchor = if since > 0 {
+            if events.first().map(|e| e.seq) != Some(since) {
+                return Ok(lost());
+            }
+            Some(events.remove(0))
+        } else {
+            None
+        };
         // The newest must be the floor; since 0 also needs the room's whole
         // history, which the stream vouches for only below its limits.
         let mut complete = events.last().is_some_and(|e| e.seq == until)
@@ -226,23 +237,31 @@ impl RoomHub {
         if !complete {
             return Ok(lost());
         }
+        let entry = |s: &Stored, prev: u64| Entry {
+            seq: s.seq,
+            prev,
+            event: Arc::from(s.event.event.as_str()),
+            frame: EventFrame::encode(&s.event, Some((s.seq, prev))),
+            stored_ms: s.stored_ms,
+        };
         let mut prev = since;
         let entries: Vec<Entry> = events
-            .into_iter()
+            .iter()
             .map(|s| {
-                let e = Entry {
-                    seq: s.seq,
-                    prev,
-                    event: Arc::from(s.event.event.as_str()),
-                    frame: EventFrame::encode(&s.event, Some((s.seq, prev))),
-                    stored_ms: s.stored_ms,
-                };
+                let e = entry(s, prev);
                 prev = s.seq;
                 e
             })
             .collect();
         {
             let mut h = r.history();
+            if let Some(a) = &anchor {
+                // Its own prev is not known: no chain runs through it.
+                h.insert(Entry {
+                    prev: UNKNOWN_PREV,
+                    ..entry(a, 0)
+                });
+            }
             for e in &entries {
                 h.insert(e.clone());
             }
@@ -336,7 +355,7 @@ impl Entered {
                 missed: self.recovery.as_ref().map(|r| r.frames.len()),
             }
             .encode()
-            .into_bytes(),
+            .into_wire(),
         ];
         if let Some(state) = &self.state {
             first.push(
@@ -346,14 +365,14 @@ impl Entered {
                     data: &state.data,
                 }
                 .encode()
-                .into_bytes(),
+                .into_wire(),
             );
         }
         let mut last = None;
         if let Some(r) = self.recovery.take()
             && r.recovered
         {
-            first.extend(r.frames.into_iter().map(Frame::into_bytes));
+            first.extend(r.frames.into_iter().map(Frame::into_wire));
             last = Some(r.last);
         }
         let mut members = self.room.members();

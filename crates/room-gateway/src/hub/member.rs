@@ -9,7 +9,7 @@ use switchboard_proto::names::EventFilter;
 use tokio::sync::oneshot;
 
 use crate::metrics::GatewayMetrics;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Flusher, Outbox, Pushed};
 use crate::protocol::{CloseCode, EventFrame, Frame, MsgId, ServerFrame};
 
 pub type ConnId = Arc<str>;
@@ -27,21 +27,43 @@ impl ConnHandle {
         counted(self.outbox.text(frame), &self.id, metrics)
     }
 
+    /// Frames in order, for `flusher` to write with the rest of what is
+    /// queued for this connection (live events).
+    pub fn offer_deferred(
+        &self,
+        frames: &[bytes::Bytes],
+        flusher: &Flusher,
+        metrics: &GatewayMetrics,
+    ) -> bool {
+        counted_n(
+            self.outbox.defer(frames, flusher),
+            frames.len(),
+            &self.id,
+            metrics,
+        )
+    }
+
+    /// Frames in order, written together (one system call) where the
+    /// socket takes them.
     pub fn offer_all(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
-        counted(self.outbox.texts(frames), &self.id, metrics)
+        counted_n(self.outbox.texts(frames), frames.len(), &self.id, metrics)
     }
 
     /// A join's burst (`joined`, `state`, the replay, what was held): it
     /// may wait beyond the queue's capacity, which it is bounded by anyway.
     pub fn offer_burst(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
-        counted(self.outbox.burst(frames), &self.id, metrics)
+        counted_n(self.outbox.burst(frames), frames.len(), &self.id, metrics)
     }
 }
 
 fn counted(pushed: Pushed, conn: &str, metrics: &GatewayMetrics) -> bool {
+    counted_n(pushed, 1, conn, metrics)
+}
+
+fn counted_n(pushed: Pushed, n: usize, conn: &str, metrics: &GatewayMetrics) -> bool {
     match pushed {
         Pushed::Accepted => {
-            metrics.frames_out.inc();
+            metrics.frames_out.inc_by(n as u64);
             true
         }
         Pushed::Overflowed => {
@@ -132,6 +154,7 @@ impl Member {
         &mut self,
         ack: PendingAck,
         ev: &StoredEvent<'_>,
+        out: &mut Vec<bytes::Bytes>,
         cap: usize,
         metrics: &GatewayMetrics,
     ) {
@@ -153,9 +176,7 @@ impl Member {
                 cap,
                 metrics,
             ),
-            MemberState::Live { .. } => {
-                self.conn.offer(&frame, metrics);
-            }
+            MemberState::Live { .. } => out.push(frame.into_wire()),
         }
         let _ = ack.sent.send(());
     }
@@ -212,68 +233,85 @@ impl<'a> Encodings<'a> {
         }
     }
 
-    fn with_prev(&mut self, prev: u64) -> Frame {
+    /// The frame for a member whose chain ends at `prev`, shared by every
+    /// member with the same.
+    fn with_prev(&mut self, prev: u64) -> &Frame {
         if prev == self.base.prev() {
-            return self.base.frame().clone();
+            return self.base.frame();
         }
-        if let Some((_, f)) = self.others.iter().find(|(p, _)| *p == prev) {
-            return f.clone();
-        }
-        let f = self.base.with_prev(prev);
-        self.others.push((prev, f.clone()));
-        f
+        let at = match self.others.iter().position(|(p, _)| *p == prev) {
+            Some(at) => at,
+            None => {
+                self.others.push((prev, self.base.with_prev(prev)));
+                self.others.len() - 1
+            }
+        };
+        &self.others[at].1
     }
 }
 
-/// Hands a stored event to every member that wants it, each with the
-/// `prev` of its own chain. Returns how many members it went to.
+/// Hands stored events (in order: a lone one, or a backlog the room works
+/// off together) to every member that wants them, each with the `prev` of
+/// its own chain, and writes each member's share with one push: one
+/// `send()` for one event, several frames per system call for a backlog.
+/// Returns, per event, how many members it went to.
 pub(super) fn deliver_stored(
     members: &mut Members,
-    ev: &StoredEvent<'_>,
+    events: &[StoredEvent<'_>],
     cap: usize,
     metrics: &GatewayMetrics,
-) -> usize {
-    let mut encodings = Encodings::new(ev.frame);
-    let mut sent = 0;
+) -> Vec<usize> {
+    let flusher = Flusher::current();
+    let mut encodings: Vec<Encodings<'_>> =
+        events.iter().map(|e| Encodings::new(e.frame)).collect();
+    let mut sent = vec![0; events.len()];
+    // One member's frames of this delivery, reused for every member.
+    let mut out: Vec<bytes::Bytes> = Vec::with_capacity(events.len());
     for m in members.values_mut() {
-        let own = ev.origin.is_some_and(|c| *c == *m.conn.id);
-        if own && let Some(ack) = m.take_ack(ev.id) {
-            m.ack_in_order(ack, ev, cap, metrics);
-        }
-        let wanted = m.wants(ev.event);
-        if own && !ev.echo {
-            // Not sent back; acked (by the room, or by the session after a
-            // wait), the ack stands in for it.
-            if let MemberState::Live { last, delivered } = &mut m.state {
-                if wanted && ev.seq > *delivered {
+        out.clear();
+        for ((ev, enc), n) in events.iter().zip(encodings.iter_mut()).zip(sent.iter_mut()) {
+            let own = ev.origin.is_some_and(|c| *c == *m.conn.id);
+            if own && let Some(ack) = m.take_ack(ev.id) {
+                m.ack_in_order(ack, ev, &mut out, cap, metrics);
+            }
+            let wanted = m.wants(ev.event);
+            if own && !ev.echo {
+                // Not sent back; acked (by the room, or by the session after
+                // a wait), the ack stands in for it.
+                if let MemberState::Live { last, delivered } = &mut m.state {
+                    if wanted && ev.seq > *delivered {
+                        *last = Some(ev.seq);
+                    }
+                    *delivered = (*delivered).max(ev.seq);
+                }
+                continue;
+            }
+            if !wanted {
+                continue;
+            }
+            match &mut m.state {
+                MemberState::Joining { .. } => m.hold(
+                    Held::Stored {
+                        seq: ev.seq,
+                        frame: ev.frame.clone(),
+                    },
+                    cap,
+                    metrics,
+                ),
+                MemberState::Live { last, delivered } => {
+                    if ev.seq <= *delivered {
+                        continue; // in its replay, or before its floor
+                    }
+                    let frame = enc.with_prev(last.unwrap_or(ev.frame.prev()));
                     *last = Some(ev.seq);
+                    *delivered = ev.seq;
+                    out.push(frame.wire().clone());
+                    *n += 1;
                 }
-                *delivered = (*delivered).max(ev.seq);
             }
-            continue;
         }
-        if !wanted {
-            continue;
-        }
-        match &mut m.state {
-            MemberState::Joining { .. } => m.hold(
-                Held::Stored {
-                    seq: ev.seq,
-                    frame: ev.frame.clone(),
-                },
-                cap,
-                metrics,
-            ),
-            MemberState::Live { last, delivered } => {
-                if ev.seq <= *delivered {
-                    continue; // in its replay, or before its floor
-                }
-                let frame = encodings.with_prev(last.unwrap_or(ev.frame.prev()));
-                *last = Some(ev.seq);
-                *delivered = ev.seq;
-                m.conn.offer(&frame, metrics);
-                sent += 1;
-            }
+        if !out.is_empty() {
+            m.conn.offer_deferred(&out, &flusher, metrics);
         }
     }
     sent
@@ -326,18 +364,18 @@ pub(super) fn release(
     for h in held {
         match h {
             Held::Stored { seq, frame } if seq > delivered => {
-                out.push(frame.with_prev(last.unwrap_or(frame.prev())).into_bytes());
+                out.push(frame.with_prev(last.unwrap_or(frame.prev())).into_wire());
                 last = Some(seq);
                 delivered = seq;
             }
             Held::Stored { .. } => {}
-            Held::Ephemeral(f) => out.push(f.into_bytes()),
+            Held::Ephemeral(f) => out.push(f.into_wire()),
             Held::Ack {
                 seq,
                 frame,
                 stands_in,
             } => {
-                out.push(frame.into_bytes());
+                out.push(frame.into_wire());
                 if stands_in && seq > delivered {
                     last = Some(seq);
                     delivered = seq;
@@ -386,7 +424,7 @@ mod tests {
             let frame = EventFrame::encode(&ev, Some((seq, seq - 1)));
             deliver_stored(
                 &mut members,
-                &StoredEvent {
+                &[StoredEvent {
                     room: "r",
                     seq,
                     id: "e",
@@ -394,7 +432,7 @@ mod tests {
                     frame: &frame,
                     origin: None,
                     echo: true,
-                },
+                }],
                 3,
                 &metrics,
             );
@@ -430,7 +468,7 @@ mod tests {
             let frame = EventFrame::encode(&ev, Some((seq, prev)));
             deliver_stored(
                 members,
-                &StoredEvent {
+                &[StoredEvent {
                     room: "r",
                     seq,
                     id: "e",
@@ -438,10 +476,10 @@ mod tests {
                     frame: &frame,
                     origin: None,
                     echo: true,
-                },
+                }],
                 16,
                 &metrics,
-            )
+            )[0]
         };
         // The room's task comes late to events the replay already gave.
         assert_eq!(sent_for(&mut members, 9, 8), 0);

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use prost::Message as _;
 use switchboard_proto::{pb, subjects};
 use tokio::sync::watch;
@@ -31,6 +31,10 @@ const TAIL_CHECK_AFTER: Duration = Duration::from_millis(100);
 /// reconnect; the first retry comes after `HEAL_RETRY`, doubling up to 1 s.
 const HEAL_FOR: Duration = Duration::from_secs(5);
 const HEAL_RETRY: Duration = Duration::from_millis(50);
+/// Live events worked off together at most (a backlog's batch).
+const LIVE_BATCH: usize = 64;
+/// How long a room already behind waits for its batch to grow.
+const COALESCE: Duration = Duration::from_millis(2);
 /// The `after_ms` window of a `reconnect` sent when a gap cannot be healed.
 const RESYNC_JITTER_MS: u64 = 1_000;
 
@@ -56,35 +60,50 @@ impl RoomTask {
         &self.hub.inner.metrics
     }
 
-    /// Delivers a stored event to the members and keeps it for replays.
-    /// Returns how many members it went to.
-    fn stored(&self, seq: u64, prev: u64, ev: &pb::RoomEvent, stored_ms: i64) -> usize {
-        let frame = EventFrame::encode(ev, Some((seq, prev)));
+    /// Delivers stored events (in order) to the members — each member's
+    /// share in one push — and keeps them for replays; hop samples among
+    /// them are recorded once written.
+    fn deliver(&self, batch: &mut Vec<Ready>) {
+        if batch.is_empty() {
+            return;
+        }
         let sent = {
+            let events: Vec<StoredEvent<'_>> = batch
+                .iter()
+                .map(|r| StoredEvent {
+                    room: &r.ev.room,
+                    seq: r.seq,
+                    id: &r.ev.id,
+                    event: &r.ev.event,
+                    frame: &r.frame,
+                    origin: (!r.ev.origin_conn.is_empty()).then_some(r.ev.origin_conn.as_str()),
+                    echo: !r.ev.no_echo,
+                })
+                .collect();
             let mut members = self.room.members();
             deliver_stored(
                 &mut members,
-                &StoredEvent {
-                    room: &ev.room,
-                    seq,
-                    id: &ev.id,
-                    event: &ev.event,
-                    frame: &frame,
-                    origin: (!ev.origin_conn.is_empty()).then_some(ev.origin_conn.as_str()),
-                    echo: !ev.no_echo,
-                },
+                &events,
                 self.hub.inner.limits.held,
                 self.metrics(),
             )
         };
-        self.room.history().insert(Entry {
-            seq,
-            prev,
-            event: Arc::from(ev.event.as_str()),
-            frame,
-            stored_ms,
-        });
-        sent
+        let written = chrono::Utc::now();
+        let mut history = self.room.history();
+        for (r, sent) in batch.drain(..).zip(sent) {
+            if let Some((http_in, stored_at, at_room)) = r.timed {
+                self.metrics()
+                    .hops
+                    .record(HopSample::new(http_in, stored_at, at_room, written, sent));
+            }
+            history.insert(Entry {
+                seq: r.seq,
+                prev: r.prev,
+                event: Arc::from(r.ev.event.as_str()),
+                frame: r.frame,
+                stored_ms: r.stored_ms,
+            });
+        }
     }
 
     fn ephemeral(&self, ev: &pb::RoomEvent) {
@@ -109,10 +128,15 @@ impl RoomTask {
             match self.fetch_gap(last, until).await {
                 Ok(Some(events)) => {
                     let mut prev = last;
-                    for s in &events {
-                        self.stored(s.seq, prev, &s.event, s.stored_ms);
-                        prev = s.seq;
-                    }
+                    let mut batch: Vec<Ready> = events
+                        .into_iter()
+                        .map(|s| {
+                            let r = Ready::new(s.seq, prev, s.event, s.stored_ms, None);
+                            prev = r.seq;
+                            r
+                        })
+                        .collect();
+                    self.deliver(&mut batch);
                     self.metrics().gaps_healed.inc();
                     tracing::info!(tenant = %self.room.tenant, room = %self.room.name, last, until, "healed a gap in live events");
                     return true;
@@ -242,48 +266,113 @@ async fn run(task: RoomTask, ready: watch::Sender<Option<bool>>) {
             // Still busy: wait for quiet; the prev chain covers gaps meanwhile.
             *due = (*due).max(Instant::now() + TAIL_CHECK_AFTER);
         }
+        if !stored {
+            match pb::RoomEvent::decode(msg.payload.clone()) {
+                Ok(ev) => task.ephemeral(&ev),
+                Err(_) => tracing::warn!(subject = %msg.subject, "undecodable room event dropped"),
+            }
+            continue;
+        }
+        // A backlog (more events already waiting) is worked off together:
+        // each member gets its share in one push, several frames per system
+        // call; a lone event is one frame, written at once.
+        let mut batch = vec![msg];
+        while batch.len() < LIVE_BATCH {
+            match sub.live.next().now_or_never() {
+                Some(Some(m)) => batch.push(m),
+                _ => break,
+            }
+        }
+        if batch.len() > 1 {
+            // Behind already: a moment more lets the batch grow, and each
+            // system call carry more frames.
+            let until = Instant::now() + COALESCE;
+            while batch.len() < LIVE_BATCH {
+                match tokio::time::timeout_at(until, sub.live.next()).await {
+                    Ok(Some(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+        }
+        let mut ready = Vec::with_capacity(batch.len());
+        for msg in &batch {
+            task.live(msg, &mut last, &mut ready).await;
+        }
+        task.deliver(&mut ready);
+    }
+}
+
+/// A stored event decoded, encoded and checked, on its way to the members.
+struct Ready {
+    seq: u64,
+    prev: u64,
+    ev: pb::RoomEvent,
+    frame: EventFrame,
+    stored_ms: i64,
+    /// A sampled event's HTTP-in time, store time, and when the room took
+    /// it up.
+    timed: Option<(
+        u64,
+        Option<chrono::DateTime<chrono::Utc>>,
+        chrono::DateTime<chrono::Utc>,
+    )>,
+}
+
+impl Ready {
+    fn new(
+        seq: u64,
+        prev: u64,
+        ev: pb::RoomEvent,
+        stored_ms: i64,
+        timed: Option<(
+            u64,
+            Option<chrono::DateTime<chrono::Utc>>,
+            chrono::DateTime<chrono::Utc>,
+        )>,
+    ) -> Self {
+        Self {
+            frame: EventFrame::encode(&ev, Some((seq, prev))),
+            seq,
+            prev,
+            ev,
+            stored_ms,
+            timed,
+        }
+    }
+}
+
+impl RoomTask {
+    /// One stored event from the live subject, checked against the chain:
+    /// a gap is healed first (what `ready` holds goes out before the healed
+    /// events, which go before this one), then it joins `ready`.
+    async fn live(&self, msg: &async_nats::Message, last: &mut u64, ready: &mut Vec<Ready>) {
         let at_room = chrono::Utc::now();
         let Ok(ev) = pb::RoomEvent::decode(msg.payload.clone()) else {
             tracing::warn!(subject = %msg.subject, "undecodable room event dropped");
-            continue;
+            return;
         };
-        if !stored {
-            task.ephemeral(&ev);
-            continue;
-        }
         let (Some(seq), Some(prev)) = (
-            header_u64(&msg, "Nats-Sequence"),
-            header_u64(&msg, "Nats-Last-Sequence"),
+            header_u64(msg, "Nats-Sequence"),
+            header_u64(msg, "Nats-Last-Sequence"),
         ) else {
             tracing::warn!(subject = %msg.subject, "live event without sequence headers dropped");
-            continue;
+            return;
         };
-        if seq <= last {
-            continue; // already delivered (healed earlier)
+        if seq <= *last {
+            return; // already delivered (healed earlier)
         }
-        if prev > last {
-            task.metrics().gaps_detected.inc();
-            if !task.heal(last, prev).await {
-                task.resync();
+        if prev > *last {
+            self.deliver(ready);
+            self.metrics().gaps_detected.inc();
+            if !self.heal(*last, prev).await {
+                self.resync();
             }
         }
-        last = seq;
-        let stored_at = stored_time(&msg);
-        let sent = task.stored(
-            seq,
-            prev,
-            &ev,
-            stored_at.map_or(ev.ts_unix_ms, |t| t.timestamp_millis()),
-        );
-        if let Some(http_in) = header_u64(&msg, subjects::HOP_HEADER) {
-            task.metrics().hops.record(HopSample::new(
-                http_in,
-                stored_at,
-                at_room,
-                chrono::Utc::now(),
-                sent,
-            ));
-        }
+        *last = seq;
+        let stored_at = stored_time(msg);
+        let stored_ms = stored_at.map_or(ev.ts_unix_ms, |t| t.timestamp_millis());
+        let timed = header_u64(msg, subjects::HOP_HEADER).map(|h| (h, stored_at, at_room));
+        ready.push(Ready::new(seq, prev, ev, stored_ms, timed));
     }
 }
 

@@ -227,7 +227,7 @@ pub async fn run(
                 Wrote::Broken => break (CloseCode::Normal.code(), ""),
             },
             _ = shutdown.wait() => {
-                let window = gw.settings.drain.as_millis().max(1) as u64;
+                let window = gw.settings.reconnect_spread.min(gw.settings.drain).as_millis().max(1) as u64;
                 outbox.text(&ServerFrame::Reconnect {
                     reason: "draining",
                     after_ms: rand::random_range(0..window),

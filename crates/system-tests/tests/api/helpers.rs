@@ -356,3 +356,37 @@ impl TestApp {
         (status, body)
     }
 }
+
+/// Every domain event stored on `subject` so far (read with an ordered
+/// consumer; waits at most a second for the next one).
+pub async fn domain_events(nats: &str, subject: &str) -> Vec<switchboard_proto::pb::DomainEvent> {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("SB_DOMAIN").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return out;
+    }
+    let mut messages = consumer.messages().await.unwrap();
+    while let Ok(Some(Ok(m))) =
+        tokio::time::timeout(std::time::Duration::from_secs(1), messages.next()).await
+    {
+        out.push(
+            <switchboard_proto::pb::DomainEvent as prost::Message>::decode(m.payload.clone())
+                .unwrap(),
+        );
+        if m.info().is_ok_and(|i| i.pending == 0) {
+            break;
+        }
+    }
+    out
+}
