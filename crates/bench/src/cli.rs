@@ -16,7 +16,8 @@ const USAGE: &str = "\
 usage: switchboard-bench [OPTIONS] [SCENARIO...]
        switchboard-bench report --results FILE --out FILE [--command CMD]... [--note TEXT]...
 
-Scenarios (default: all, in this order): idle fanout latency ingest reconnect-storm slow-consumer.
+Scenarios (default: all, in this order): idle fanout latency trickle ingest reconnect-storm
+slow-consumer.
 Prints one JSON line per scenario on stdout, progress on stderr; exits 1 when a correctness
 check (loss, duplicates, closes) failed, never because of speed.
 
@@ -25,7 +26,8 @@ Options:
   --env FILE           the system's env file (default: $SB_RUN_DIR/env or .run/env)
   --gateway-bin PATH   room-gateway to start (default: next to this binary)
   --gateway-cpu N      pin the gateways it starts to core N (taskset -c)
-  --ingest-pid PID     ingest's pid, to report its CPU use
+  --ingest-pid PID     ingest's pid, to report its CPU use (and, for trickle, pin it)
+  --nats-pid PID       nats-server's pid (trickle pins it to the gateway core)
   --log-dir DIR        logs of the gateways it starts (default: next to the env file, bench-logs/)
 ";
 
@@ -35,6 +37,7 @@ struct Options {
     gateway_bin: PathBuf,
     gateway_cpu: Option<usize>,
     ingest_pid: Option<u32>,
+    nats_pid: Option<u32>,
     log_dir: Option<PathBuf>,
     scenarios: Vec<String>,
 }
@@ -44,6 +47,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let mut rest: Vec<String> = Vec::new();
     match args.next().as_deref() {
         Some("worker") => return worker::main().map(|_| ExitCode::SUCCESS),
+        Some("floor") => {
+            let spec = args.next().context("floor needs its spec (JSON)")?;
+            return crate::floor::main(&spec).map(|_| ExitCode::SUCCESS);
+        }
         Some("report") => {
             report::write(&report_args(args)?)?;
             return Ok(ExitCode::SUCCESS);
@@ -77,6 +84,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Options> {
         gateway_bin: sys::default_gateway_bin(),
         gateway_cpu: None,
         ingest_pid: None,
+        nats_pid: None,
         log_dir: None,
         scenarios: Vec::new(),
     };
@@ -98,6 +106,13 @@ fn parse(args: Vec<String>) -> anyhow::Result<Options> {
                     value(&mut args, "--ingest-pid")?
                         .parse()
                         .context("--ingest-pid takes a pid")?,
+                )
+            }
+            "--nats-pid" => {
+                o.nats_pid = Some(
+                    value(&mut args, "--nats-pid")?
+                        .parse()
+                        .context("--nats-pid takes a pid")?,
                 )
             }
             "--log-dir" => o.log_dir = Some(value(&mut args, "--log-dir")?.into()),
@@ -168,6 +183,7 @@ async fn coordinate(o: Options) -> anyhow::Result<ExitCode> {
         launcher,
         smoke: o.smoke,
         ingest_pid: o.ingest_pid,
+        nats_pid: o.nats_pid,
     };
     let mut all_ok = true;
     for name in &o.scenarios {

@@ -11,12 +11,14 @@
 
 mod cli;
 mod client;
+mod floor;
 mod hist;
 mod publish;
 mod report;
 mod scenarios;
 mod setup;
 mod sys;
+mod trickle;
 mod worker;
 
 fn main() -> std::process::ExitCode {

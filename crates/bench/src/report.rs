@@ -106,6 +106,7 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
         );
         figures.iter().for_each(|f| md.push_str(f));
     }
+    md.push_str(&trickle_table(&lines));
     md.push_str(READING);
     md.push_str(TUNING);
     md.push_str("\n## Correctness checks\n\n| scenario | check | result |\n|---|---|---|\n");
@@ -153,6 +154,59 @@ How to read these figures:
 - Loss and duplicates are exact: each client checks every event against its room's `prev`
   chain and counts what it holds; the generator counts what ingest acknowledged per room.
 ";
+
+/// The trickle scenario step by step: cost against the floor, latency, and
+/// where the time goes.
+fn trickle_table(lines: &[Value]) -> String {
+    let Some(t) = lines.iter().find(|l| l["scenario"] == "trickle") else {
+        return String::new();
+    };
+    let steps = t["results"]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if steps.is_empty() {
+        return String::new();
+    }
+    let hop = |s: &Value, name: &str| crate::scenarios::hop_ms(&s["hops"], name);
+    let mut md = format!(
+        "\n## Trickle: a steady load with the server side on one core\n\n{}. Each row is one \
+         step of {} s. *Floor* is the same number of plain `send()`s of frames like the \
+         gateway's, from one process on the same core to as many loopback sockets, in the \
+         same fan-out shape and at the same rate. Hops are p50 / p99 in ms over the events \
+         ingest sampled (`SB_HOP_SAMPLE`): *ingest → stored* is HTTP in to JetStream's store \
+         time, *stored → room* the RePublish, the live connection and the room task's \
+         wake-up, *room → written* the room task handing every member its frame, *per \
+         member* that divided by the members.\n\n",
+        t["results"]["pinned"].as_str().unwrap_or("pinning unknown"),
+        t["results"]["step_secs"]
+    );
+    md.push_str(
+        "| connections / rooms | publishes/s | frames/s | gateway µs/frame | floor µs/send | × floor | p50 ms | p99 ms | ingest → stored | stored → room | room → written | per member (µs) | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in &steps {
+        let per_member = &s["hops"]["written_per_member"];
+        md.push_str(&format!(
+            "| {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
+            s["connections"],
+            s["rooms"],
+            s["publishes_per_s"],
+            s["frames_per_s"],
+            s["gateway_cpu_us_per_frame"],
+            s["floor_us_per_send"],
+            s["vs_floor"],
+            s["p50_ms"],
+            s["p99_ms"],
+            hop(s, "http_to_stored"),
+            hop(s, "stored_to_room"),
+            hop(s, "room_to_written"),
+            per_member["p50_us"],
+            per_member["p99_us"],
+            s["hops"]["samples"],
+        ));
+    }
+    md
+}
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")

@@ -16,10 +16,11 @@ use crate::setup::{SystemEnv, Tenant};
 use crate::sys::{self, CpuMeter, GatewayLauncher, GatewayProc};
 use crate::worker::{Fleet, OpenSpec};
 
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "idle",
     "fanout",
     "latency",
+    "trickle",
     "ingest",
     "reconnect-storm",
     "slow-consumer",
@@ -34,6 +35,8 @@ pub struct Ctx {
     pub smoke: bool,
     /// ingest's pid, when known, for its CPU use.
     pub ingest_pid: Option<u32>,
+    /// nats-server's pid, when known (`trickle` pins it with the gateway).
+    pub nats_pid: Option<u32>,
 }
 
 impl Ctx {
@@ -41,7 +44,7 @@ impl Ctx {
         if self.smoke { smoke } else { full }
     }
 
-    fn spec(&self, gateways: Vec<u16>, rooms: &[String]) -> OpenSpec {
+    pub(crate) fn spec(&self, gateways: Vec<u16>, rooms: &[String]) -> OpenSpec {
         OpenSpec {
             first: 0,
             count: 0,
@@ -54,7 +57,7 @@ impl Ctx {
         }
     }
 
-    async fn gateway(&self, extra: &[(&str, String)]) -> anyhow::Result<GatewayProc> {
+    pub(crate) async fn gateway(&self, extra: &[(&str, String)]) -> anyhow::Result<GatewayProc> {
         self.launcher.start(sys::free_port()?, extra).await
     }
 }
@@ -70,7 +73,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         Self {
             name,
             checks: Vec::new(),
@@ -88,7 +91,7 @@ impl Report {
             .push(json!({"check": what, "ok": ok, "detail": detail.into()}));
     }
 
-    fn target(&mut self, what: &str, measured: String, met: bool) {
+    pub(crate) fn target(&mut self, what: &str, measured: String, met: bool) {
         self.targets
             .push(json!({"target": what, "measured": measured, "met": met}));
     }
@@ -98,7 +101,7 @@ impl Report {
             .push(json!({"figure": what, "measured": measured}));
     }
 
-    fn set(&mut self, key: &str, v: Value) {
+    pub(crate) fn set(&mut self, key: &str, v: Value) {
         self.details.insert(key.to_owned(), v);
     }
 
@@ -125,6 +128,7 @@ pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
         "idle" => idle(ctx).await,
         "fanout" => fanout(ctx).await,
         "latency" => latency(ctx).await,
+        "trickle" => crate::trickle::trickle(ctx).await,
         "ingest" => ingest(ctx).await,
         "reconnect-storm" => storm(ctx).await,
         "slow-consumer" => slow(ctx).await,
@@ -132,29 +136,29 @@ pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
     }
 }
 
-fn rooms(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn rooms(prefix: &str, n: usize) -> Vec<String> {
     let run = format!("{:04x}", rand::random::<u16>());
     (0..n).map(|r| format!("{prefix}-{run}-{r}")).collect()
 }
 
-fn progress(msg: impl AsRef<str>) {
+pub(crate) fn progress(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-fn round(v: f64, digits: i32) -> f64 {
+pub(crate) fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }
 
 /// Events each room's readers should hold against what they hold.
-struct Delivery {
-    expected: u64,
+pub(crate) struct Delivery {
+    pub(crate) expected: u64,
     received: u64,
     lost: u64,
     extra: u64,
 }
 
-fn delivery(acked: &[u64], stats: &Stats) -> Delivery {
+pub(crate) fn delivery(acked: &[u64], stats: &Stats) -> Delivery {
     let mut d = Delivery {
         expected: 0,
         received: 0,
@@ -172,7 +176,7 @@ fn delivery(acked: &[u64], stats: &Stats) -> Delivery {
     d
 }
 
-fn add_acked(total: &mut Vec<u64>, p: &Published) {
+pub(crate) fn add_acked(total: &mut Vec<u64>, p: &Published) {
     if total.len() < p.acked.len() {
         total.resize(p.acked.len(), 0);
     }
@@ -183,7 +187,7 @@ fn add_acked(total: &mut Vec<u64>, p: &Published) {
 
 /// Waits until readers hold `expected` events, or nothing new arrived for
 /// `quiet`, or `limit` passed.
-async fn settle(
+pub(crate) async fn settle(
     fleet: &mut Fleet,
     expected: u64,
     quiet: Duration,
@@ -206,7 +210,7 @@ async fn settle(
 }
 
 /// The checks every delivering scenario makes.
-fn delivery_checks(
+pub(crate) fn delivery_checks(
     rep: &mut Report,
     label: &str,
     acked: &[u64],
@@ -234,6 +238,15 @@ fn delivery_checks(
         json!({"failed": pub_failed, "unacked_but_delivered": d.extra}),
     );
     d
+}
+
+/// One hop of `/v1/stats/hops` as "p50 / p99" in ms.
+pub(crate) fn hop_ms(hops: &Value, name: &str) -> String {
+    let h = &hops[name];
+    match (h["p50_us"].as_f64(), h["p99_us"].as_f64()) {
+        (Some(a), Some(b)) => format!("{:.2} / {:.2}", a / 1000.0, b / 1000.0),
+        _ => "–".into(),
+    }
 }
 
 fn closes_json(s: &Stats) -> Value {
@@ -324,11 +337,11 @@ async fn idle(ctx: &Ctx) -> anyhow::Result<Report> {
         if run.gateways == 1 {
             rep.target(
                 &format!(
-                    "≤ 10 KiB gateway RSS per idle joined connection at {} connections on one gateway",
+                    "≤ 6.5 KiB gateway RSS per idle joined connection at {} connections on one gateway",
                     run.conns
                 ),
                 format!("{:.1} KiB", per_conn / 1024.0),
-                per_conn <= 10.0 * 1024.0 && run.conns >= 19_000 && held == run.conns,
+                per_conn <= 6.5 * 1024.0 && run.conns >= 19_000 && held == run.conns,
             );
         } else {
             rep.target(
@@ -394,7 +407,8 @@ async fn fanout(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut acked_total: Vec<u64> = Vec::new();
     let mut pub_failed = 0;
     let mut steps = Vec::new();
-    // At the highest rate reached: frames/s, µs per frame, why the ramp stopped.
+    // The step that delivered the most: frames/s, µs per frame; and why the
+    // ramp stopped.
     let mut best: Option<(f64, f64, String)> = None;
     let mut received_before = fleet.stats(true).await?.received;
     let readers_per_room = conns as f64 / room_count as f64;
@@ -402,7 +416,15 @@ async fn fanout(ctx: &Ctx) -> anyhow::Result<Report> {
         let gw_cpu = CpuMeter::start(vec![gw.pid]);
         let gen_cpu = CpuMeter::start(gen_pids.clone());
         let frames_before = gw.stats().await?["frames_out"].as_u64().unwrap_or(0);
-        let p = ctx.ingest.paced(&names, rate, step, 0, 512, None).await;
+        gw.hops().await?; // forget earlier samples
+        // Plain publishes: the fan-out is measured, not the idempotency
+        // records of keyed ones (PostgreSQL would share the machine).
+        let p = ctx
+            .ingest
+            .unkeyed()
+            .paced(&names, rate, step, 0, 512, None)
+            .await;
+        let hops = gw.hops().await?;
         let s = fleet.stats(true).await?;
         let (gw_secs, wall) = gw_cpu.read();
         let (gen_secs, _) = gen_cpu.read();
@@ -434,7 +456,14 @@ async fn fanout(ctx: &Ctx) -> anyhow::Result<Report> {
             "generator_cpu_util": round(gen_util, 3),
             "publisher_behind": p.behind,
             "latency": s.latency.summary_ms(),
+            "hops": hops,
         }));
+        progress(format!(
+            "fanout: hops p50/p99 ms: ingest→stored {}, stored→room {}, room→written {}",
+            hop_ms(&hops, "http_to_stored"),
+            hop_ms(&hops, "stored_to_room"),
+            hop_ms(&hops, "room_to_written")
+        ));
         let falling_behind = fps < 0.9 * offered;
         let p99 = s.latency.quantile(0.99);
         // Past 2 s of queueing the 1,024-frame outbound queues are at risk:
@@ -451,12 +480,15 @@ async fn fanout(ctx: &Ctx) -> anyhow::Result<Report> {
         } else {
             None
         };
-        best = Some((
-            fps,
-            us_per_frame,
-            stop.clone()
-                .unwrap_or_else(|| "the ramp's last step".to_owned()),
-        ));
+        let why = stop
+            .clone()
+            .unwrap_or_else(|| "it reached its last step".to_owned());
+        if best.as_ref().is_none_or(|(f, _, _)| fps > *f) {
+            best = Some((fps, us_per_frame, String::new()));
+        }
+        if let Some(b) = &mut best {
+            b.2 = why;
+        }
         if let Some(why) = stop {
             progress(format!("fanout: stopping the ramp at {rate}/s: {why}"));
             rep.set("ramp_stopped", json!(why));
@@ -475,9 +507,11 @@ async fn fanout(ctx: &Ctx) -> anyhow::Result<Report> {
     rep.check("no connection closed", s.closes.is_empty(), closes_json(&s));
     if let Some((fps, us, why)) = best {
         rep.target(
-            "fan-out ≤ 2 µs gateway CPU per delivered frame (≥ 500,000 frames/s per core)",
-            format!("{us:.2} µs/frame at {fps:.0} frames/s, the highest rate reached ({why})"),
-            us <= 2.0 && fps >= 500_000.0,
+            "saturated fan-out ≥ 450,000 delivered frames/s with the gateway on one core",
+            format!(
+                "{fps:.0} frames/s at {us:.2} µs/frame, the most delivered in a step (the ramp: {why})"
+            ),
+            fps >= 450_000.0,
         );
     }
     rep.set("connections", json!(conns));
@@ -801,13 +835,18 @@ async fn storm(ctx: &Ctx) -> anyhow::Result<Report> {
     );
     rep.target(
         &format!(
-            "reconnect storm of {conns} clients: all back, zero events lost, JetStream consumers bounded by rooms"
+            "reconnect storm of {conns} clients: all back in under 5 s, zero events lost, JetStream consumers bounded by rooms"
         ),
         format!(
             "{} back in {back_secs:.1}s, {} lost, {} duplicates, at most {added} consumers for {room_count} rooms",
             s.joined_now, d.lost, s.duplicates
         ),
-        all_back && d.lost == 0 && s.duplicates == 0 && added <= room_count && conns >= 10_000,
+        all_back
+            && back_secs < 5.0
+            && d.lost == 0
+            && s.duplicates == 0
+            && added <= room_count
+            && conns >= 10_000,
     );
     rep.set("clients", json!(conns));
     rep.set("rooms", json!(room_count));

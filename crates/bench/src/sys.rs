@@ -75,6 +75,37 @@ impl CpuMeter {
     }
 }
 
+/// Moves every thread of `pid` to `cpus` (`taskset -a -p -c`).
+pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let ok = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset")?
+        .success();
+    if !ok {
+        bail!("taskset could not move pid {pid} to cpus {cpus}");
+    }
+    Ok(())
+}
+
+/// Busy and total time of one core so far, in clock ticks (`/proc/stat`).
+pub fn core_ticks(core: usize) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&format!("cpu{core} ")))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal…
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
 /// A free TCP port on loopback (bound, then released for the child to take).
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
@@ -187,6 +218,17 @@ impl GatewayProc {
             }
         }
         Ok(serde_json::Value::Object(out))
+    }
+
+    /// `GET /v1/stats/hops`: per-hop timing of the events sampled since
+    /// the last call.
+    pub async fn hops(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(
+            reqwest::get(format!("http://127.0.0.1:{}/v1/stats/hops", self.port))
+                .await?
+                .json()
+                .await?,
+        )
     }
 
     /// SIGTERM (the gateway drains), then SIGKILL after `grace`. Returns how
