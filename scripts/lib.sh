@@ -472,7 +472,9 @@ _sb_nats_run_pinned() {
   fi
   mkdir -p "$store"
   sb_info "starting nats-server $SB_NATS_VERSION on $bind:$port (JetStream store $store, log $log)"
-  sb_spawn "$name" "$log" "$SB_NATS_SERVER_BIN" -a "$bind" -p "$port" -js -sd "$store" -l "$log" >/dev/null ||
+  # deploy/nats-server.conf: the JetStream batch limits ingest's atomic batches rely on.
+  sb_spawn "$name" "$log" "$SB_NATS_SERVER_BIN" -c "$SB_ROOT/deploy/nats-server.conf" \
+    -a "$bind" -p "$port" -js -sd "$store" -l "$log" >/dev/null ||
     sb_die "could not start $SB_NATS_SERVER_BIN"
   if ! sb_wait_for 20 sb_port_open "$host" "$port"; then
     sb_error "nats-server did not open $host:$port within 20s; last lines of $log:"

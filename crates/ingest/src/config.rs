@@ -62,12 +62,7 @@ impl Settings {
                 "a whole number of connections",
             )?,
             max_event_bytes: config::max_event_bytes(src)?,
-            max_batch_events: config::parsed(
-                src,
-                "SB_MAX_BATCH_EVENTS",
-                1000,
-                "a whole number of events",
-            )?,
+            max_batch_events: max_batch_events(src)?,
             notify_poll: config::duration(src, "SB_NOTIFY_POLL", Duration::from_secs(1))?,
             hop_sample: config::parsed(
                 src,
@@ -77,4 +72,22 @@ impl Settings {
             )?,
         })
     }
+}
+
+/// The most events in one batch request: at least 1, and at most what one
+/// JetStream atomic batch holds (nats-server's
+/// `jetstream.limits.batch.max_msgs`, 1000 unless configured).
+const MAX_BATCH_RULE: &str =
+    "a whole number of events from 1 to 1000 (one JetStream atomic batch holds at most 1000)";
+
+fn max_batch_events(src: &dyn Source) -> Result<usize, ConfigError> {
+    let n = config::at_least(src, "SB_MAX_BATCH_EVENTS", 1000, 1, MAX_BATCH_RULE)?;
+    if n > 1000 {
+        return Err(ConfigError {
+            var: "SB_MAX_BATCH_EVENTS".into(),
+            value: n.to_string(),
+            rule: MAX_BATCH_RULE.into(),
+        });
+    }
+    Ok(n)
 }

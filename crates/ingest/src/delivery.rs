@@ -12,7 +12,7 @@ use switchboard_proto::TenantId;
 
 use crate::outbound::{announce_suggestions, publish_notification};
 use crate::repository::notifications::{DeliverError, Due};
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// Notifications, or announcements, claimed per transaction.
 const DELIVERY_BATCH: i64 = 100;
@@ -28,6 +28,10 @@ pub async fn run(state: AppState, poll: Duration, mut shutdown: Shutdown) {
     loop {
         deliver_due(&state).await;
         publish_stale_announcements(&state).await;
+        if let Ok((announcements, notifications)) = state.repo.backlog().await {
+            state.metrics.outbox_backlog.set(announcements);
+            state.metrics.undelivered_notifications.set(notifications);
+        }
         tokio::select! {
             _ = shutdown.wait() => break,
             _ = tokio::time::sleep(poll) => {}
@@ -95,12 +99,12 @@ async fn publish_stale_announcements(state: &AppState) {
     }
 }
 
-/// Delivers notifications just created and due at once. One the loop holds
-/// at this moment is delivered by the loop instead; one whose publish fails
-/// stays due, and the loop retries it.
-pub async fn deliver_now(state: &AppState, ids: &[String]) {
+/// Delivers notifications just created and due at once, and says how many
+/// it delivered. One the loop holds at this moment is delivered by the loop
+/// instead; one whose publish fails stays due, and the loop retries it.
+pub async fn deliver_now(state: &AppState, ids: &[String]) -> usize {
     if ids.is_empty() {
-        return;
+        return 0;
     }
     let now = state.clock.now();
     let result = state
@@ -109,7 +113,11 @@ pub async fn deliver_now(state: &AppState, ids: &[String]) {
             publish_notification(state, &row).await
         })
         .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "immediate notification delivery failed; the delivery loop retries");
+    match result {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "immediate notification delivery failed; the delivery loop retries");
+            0
+        }
     }
 }

@@ -25,12 +25,14 @@ pub mod delivery;
 pub mod domain;
 pub mod hops;
 pub mod keycache;
+pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
 pub mod repository;
 pub mod routes;
 pub mod schema;
 pub mod startup;
+pub mod state;
 
 pub use clock::Clock;
 pub use config::Settings;

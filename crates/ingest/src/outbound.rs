@@ -10,10 +10,11 @@ use switchboard_platform::nats::{
 use switchboard_proto::{EventName, RoomName, TenantId, pb};
 
 use crate::domain::secrets::idempotent_event_id;
+use crate::metrics::PublishKind;
 use crate::repository::announcements::AnnouncementRow;
 use crate::repository::notifications::NotificationRow;
 use crate::repository::suggestions::SuggestionRow;
-use crate::routes::AppState;
+use crate::state::AppState;
 
 pub const SUGGESTIONS_ROOM: &str = "suggestions";
 pub const SOURCE: &str = "ingest";
@@ -74,41 +75,46 @@ pub async fn announce_suggestions(
     };
     // When JetStream accepted it: real time, whatever clock the domain reads.
     let ts = chrono::Utc::now().timestamp_millis();
-    let mut acks = Vec::with_capacity(items.len() * 3);
-    for (key, suggestion) in items {
-        let data = serde_json::to_vec(suggestion).expect("a JSON value always serializes");
-        let mut rooms: Vec<RoomName> = room(SUGGESTIONS_ROOM).into_iter().collect();
-        if let Some(user) = suggestion["user_id"].as_str() {
-            rooms.extend(room(&format!("user:{user}")));
-        }
-        for room in rooms {
-            let scope = format!("{event}:{room}");
-            let ev = pb::RoomEvent {
-                id: idempotent_event_id(tenant.as_str(), &scope, key, 0),
+    let timed = state.metrics.publish(PublishKind::Announcement);
+    let published = async {
+        let mut acks = Vec::with_capacity(items.len() * 3);
+        for (key, suggestion) in items {
+            let data = serde_json::to_vec(suggestion).expect("a JSON value always serializes");
+            let mut rooms: Vec<RoomName> = room(SUGGESTIONS_ROOM).into_iter().collect();
+            if let Some(user) = suggestion["user_id"].as_str() {
+                rooms.extend(room(&format!("user:{user}")));
+            }
+            for room in rooms {
+                let scope = format!("{event}:{room}");
+                let ev = pb::RoomEvent {
+                    id: idempotent_event_id(tenant.as_str(), &scope, key, 0),
+                    tenant: tenant.as_str().to_owned(),
+                    room: room.as_str().to_owned(),
+                    event: event.to_owned(),
+                    data: data.clone(),
+                    source: SOURCE.to_owned(),
+                    ts_unix_ms: ts,
+                    ..Default::default()
+                };
+                acks.push(send_room_event(&state.bus.jetstream, tenant, &room, &ev).await?);
+            }
+            let dom = pb::DomainEvent {
+                id: idempotent_event_id(tenant.as_str(), &format!("dom:{event}"), key, 0),
                 tenant: tenant.as_str().to_owned(),
-                room: room.as_str().to_owned(),
-                event: event.to_owned(),
-                data: data.clone(),
+                name: event.to_owned(),
+                data,
                 source: SOURCE.to_owned(),
                 ts_unix_ms: ts,
-                ..Default::default()
             };
-            acks.push(send_room_event(&state.bus.jetstream, tenant, &room, &ev).await?);
+            acks.push(send_domain_event(&state.bus.jetstream, tenant, &name, &dom).await?);
         }
-        let dom = pb::DomainEvent {
-            id: idempotent_event_id(tenant.as_str(), &format!("dom:{event}"), key, 0),
-            tenant: tenant.as_str().to_owned(),
-            name: event.to_owned(),
-            data,
-            source: SOURCE.to_owned(),
-            ts_unix_ms: ts,
-        };
-        acks.push(send_domain_event(&state.bus.jetstream, tenant, &name, &dom).await?);
+        for ack in acks {
+            ack.await?;
+        }
+        Ok::<_, PublishEventError>(())
     }
-    for ack in acks {
-        ack.await?;
-    }
-    Ok(())
+    .await;
+    timed.done(published)
 }
 
 /// Publishes outbox entries just committed, then marks them published. On a
@@ -175,6 +181,7 @@ pub async fn publish_notification(
         ts_unix_ms: chrono::Utc::now().timestamp_millis(),
         ..Default::default()
     };
-    publish_room_event(&state.bus.jetstream, &tenant, &room, &ev).await?;
+    let timed = state.metrics.publish(PublishKind::Notification);
+    timed.done(publish_room_event(&state.bus.jetstream, &tenant, &room, &ev).await)?;
     Ok(())
 }

@@ -25,7 +25,7 @@ diesel::table! {
         scope -> Text,
         key -> Text,
         request_hash -> Bytea,
-        response -> Jsonb,
+        response -> Nullable<Jsonb>,
         created_at -> Timestamptz,
     }
 }

@@ -5,9 +5,12 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use switchboard_platform::http::{self, Readiness};
+use switchboard_platform::http::{self, HttpMetrics, Readiness};
 use switchboard_platform::metrics::{Registry, SharedRegistry};
 use switchboard_platform::nats::{self, Bus};
 use switchboard_platform::shutdown::{self, ShutdownTrigger};
@@ -17,9 +20,11 @@ use switchboard_platform::{Shutdown, db};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::keycache::KeyCache;
+use crate::metrics::IngestMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::repository::Repository;
-use crate::routes::{self, AppState, WorkerJetStream};
+use crate::routes;
+use crate::state::{AppState, WorkerJetStream};
 
 pub struct Application {
     port: u16,
@@ -65,8 +70,36 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
 
-        let readiness = Readiness::default().nats(&bus).postgres(&repo.pool);
-        let registry = SharedRegistry::new(Registry::default());
+        // Each HTTP worker's own NATS connection, for /readyz.
+        let workers: Arc<Mutex<Vec<async_nats::Client>>> = Arc::default();
+        let readiness = Readiness::default()
+            .nats(&bus)
+            .check("nats_workers", {
+                let workers = workers.clone();
+                move || {
+                    let down = workers
+                        .lock()
+                        .expect("worker list lock is never poisoned")
+                        .iter()
+                        .filter(|c| {
+                            c.connection_state() != async_nats::connection::State::Connected
+                        })
+                        .count();
+                    async move {
+                        match down {
+                            0 => Ok(()),
+                            n => Err(format!("{n} HTTP worker connection(s) disconnected")),
+                        }
+                    }
+                }
+            })
+            .postgres(&repo.pool);
+        let metrics = Arc::new(IngestMetrics::default());
+        let http_metrics = HttpMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        http_metrics.register(&mut registry, "switchboard_ingest");
+        let registry = SharedRegistry::new(registry);
         let notify_poll = settings.notify_poll;
         let hop_sample = settings.hop_sample;
         let state = AppState {
@@ -78,6 +111,7 @@ impl Application {
             tenants,
             keys,
             hops: Arc::new(crate::hops::HopSampler::new(hop_sample)),
+            metrics,
         };
         let delivery = tokio::spawn(crate::delivery::run(
             state.clone(),
@@ -86,15 +120,22 @@ impl Application {
         ));
         let nats_url = state.settings.nats_url.clone();
         let server = HttpServer::new(move || {
-            let nats_url = nats_url.clone();
+            let (nats_url, workers) = (nats_url.clone(), workers.clone());
             App::new()
+                .wrap(from_fn(http::observe))
+                .app_data(web::Data::new(http_metrics.clone()))
                 .app_data(web::Data::new(state.clone()))
                 .data_factory(move || {
-                    let nats_url = nats_url.clone();
+                    let (nats_url, workers) = (nats_url.clone(), workers.clone());
                     async move {
-                        nats::connect(&nats_url, "ingest-worker")
-                            .await
-                            .map(|c| WorkerJetStream(async_nats::jetstream::new(c)))
+                        let client = nats::connect(&nats_url, "ingest-worker").await?;
+                        workers
+                            .lock()
+                            .expect("worker list lock is never poisoned")
+                            .push(client.clone());
+                        Ok::<_, nats::NatsSetupError>(WorkerJetStream(async_nats::jetstream::new(
+                            client,
+                        )))
                     }
                 })
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))

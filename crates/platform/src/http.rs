@@ -5,11 +5,23 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::metrics::SharedRegistry;
 use crate::problem::Problem;
+use crate::telemetry;
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
@@ -167,4 +179,134 @@ pub async fn serve_until_stopped(
     if let Err(e) = nats.drain().await {
         tracing::warn!(error = %e, "draining NATS failed");
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+type Latency = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Requests counted by route (the path pattern, `unmatched` for none),
+/// method and status, and their latency by route and method.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    seconds: Latency,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        fn histogram() -> Histogram {
+            // 100 µs to ~3.3 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        }
+        Self {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(histogram),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Registers `http_requests` and `http_request_duration_seconds` under
+    /// `prefix` (`switchboard_ingest`).
+    pub fn register(&self, registry: &mut Registry, prefix: &str) {
+        let r = registry.sub_registry_with_prefix(prefix);
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to its answer, by route and method",
+            prometheus_client::registry::Unit::Seconds,
+            self.seconds.clone(),
+        );
+    }
+
+    fn record(&self, method: &str, route: String, status: u16, seconds: f64) {
+        self.seconds
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.clone(),
+            })
+            .observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route,
+                status,
+            })
+            .inc();
+    }
+}
+
+/// Middleware for every service (`App::wrap(from_fn(observe))`, with
+/// [`HttpMetrics`] as app data): counts and times each request, and puts
+/// its handling in the caller's trace (`traceparent`) — as a server span
+/// when traces are exported, else as the trace the messages it publishes
+/// continue.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let parent =
+        header("traceparent").and_then(|tp| telemetry::parse_traceparent(tp, header("tracestate")));
+    let method = req.method().clone();
+    let res = if telemetry::exporting() {
+        let span = tracing::info_span!(
+            "http.request",
+            otel.kind = "server",
+            otel.name = %method,
+            http.request.method = %method,
+            url.path = %req.path(),
+            http.route = Empty,
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
+        );
+        if let Some(p) = parent {
+            telemetry::set_parent(&span, p);
+        }
+        let res = next.call(req).instrument(span.clone()).await;
+        if let Ok(r) = &res {
+            if let Some(route) = r.request().match_pattern() {
+                span.record("otel.name", format!("{method} {route}"));
+                span.record("http.route", route);
+            }
+            span.record("http.response.status_code", r.status().as_u16());
+            if r.status().is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
+        res
+    } else {
+        telemetry::with_request_trace(parent, next.call(req)).await
+    };
+    if let (Some(m), Ok(r)) = (metrics, &res) {
+        let route = r
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        m.record(
+            method.as_str(),
+            route,
+            r.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    res
 }

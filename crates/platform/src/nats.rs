@@ -270,6 +270,8 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<stream::Config> {
             duplicate_window: settings.dedup_window,
             storage: stream::StorageType::File,
             allow_direct: true,
+            // The batch endpoint stores a request's events all or none.
+            allow_atomic_publish: true,
             republish: Some(stream::Republish {
                 source: subjects::ROOM_EVENTS_ALL.into(),
                 destination: subjects::ROOM_LIVE_ALL.into(),
@@ -529,4 +531,282 @@ pub async fn send_domain_event(
     event: &switchboard_proto::pb::DomainEvent,
 ) -> Result<jetstream::context::PublishAckFuture, PublishEventError> {
     send_stored(js, subjects::domain(tenant, name), event, &event.id).await
+}
+
+/// One message of an atomic batch: where it goes, its headers (the trace
+/// context and `Nats-Msg-Id` among them) and its bytes.
+pub struct Outgoing {
+    pub subject: String,
+    pub headers: async_nats::HeaderMap,
+    pub payload: bytes::Bytes,
+}
+
+/// A committed atomic batch: its messages hold the stream sequences
+/// `last - count + 1 ..= last`, in the order they were sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAck {
+    pub last: u64,
+    pub count: u64,
+}
+
+impl BatchAck {
+    /// The sequence of the batch's `i`-th message.
+    pub fn sequence(&self, i: usize) -> u64 {
+        self.last + 1 - self.count + i as u64
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchPublishError {
+    #[error("sending a batch message to NATS failed")]
+    Send(#[source] async_nats::PublishError),
+    #[error("the batch's commit got no answer")]
+    Commit(#[source] async_nats::RequestError),
+    #[error("JetStream refused the batch: {description} (err_code {err_code})")]
+    Refused { err_code: u64, description: String },
+    #[error("JetStream's answer to the batch is not an ack")]
+    BadAck(#[source] serde_json::Error),
+}
+
+/// JetStream error codes of an atomic batch (ADR-50).
+pub const BATCH_DUPLICATE_MSG_ID: u64 = 10201;
+pub const BATCH_TOO_MANY_IN_FLIGHT: u64 = 10210;
+
+impl BatchPublishError {
+    /// A message id of the batch is already stored (in the dedup window):
+    /// nothing of this batch was stored.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Refused { err_code, .. } if *err_code == BATCH_DUPLICATE_MSG_ID)
+    }
+
+    /// The stream or server holds as many open batches as it allows: retry
+    /// shortly.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Refused { err_code, .. } if *err_code == BATCH_TOO_MANY_IN_FLIGHT)
+    }
+}
+
+/// Stores `messages` (at most the server's batch limit, 1000 by default) in
+/// one stream as one atomic batch (JetStream, ADR-50; the stream needs
+/// `allow_atomic`): all of them or none, with one ack for the batch. Every
+/// message goes out on `client`'s one connection in order, the last as the
+/// commit request; nothing waits for a reply before then.
+///
+/// A batch carrying a `Nats-Msg-Id` that is already stored is refused whole
+/// ([`BatchPublishError::is_duplicate`]): a retry must learn the first
+/// attempt's answer some other way.
+pub async fn publish_atomic_batch(
+    client: &async_nats::Client,
+    messages: Vec<Outgoing>,
+) -> Result<BatchAck, BatchPublishError> {
+    use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
+    let batch_id = uuid::Uuid::new_v4().simple().to_string();
+    let n = messages.len();
+    let mut commit = None;
+    for (i, mut m) in messages.into_iter().enumerate() {
+        m.headers.insert(NATS_BATCH_ID, batch_id.as_str());
+        m.headers
+            .insert(NATS_BATCH_SEQUENCE, itoa::Buffer::new().format(i + 1));
+        if i + 1 == n {
+            m.headers.insert(
+                NATS_BATCH_COMMIT,
+                async_nats::header::NATS_BATCH_COMMIT_FINAL,
+            );
+            commit = Some(m);
+        } else {
+            client
+                .publish_with_headers(m.subject, m.headers, m.payload)
+                .await
+                .map_err(BatchPublishError::Send)?;
+        }
+    }
+    let Some(m) = commit else {
+        return Ok(BatchAck { last: 0, count: 0 });
+    };
+    let reply = client
+        .request_with_headers(m.subject, m.headers, m.payload)
+        .await
+        .map_err(BatchPublishError::Commit)?;
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        err_code: u64,
+        #[serde(default)]
+        description: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        error: Option<ApiError>,
+    }
+    let answer: Answer =
+        serde_json::from_slice(&reply.payload).map_err(BatchPublishError::BadAck)?;
+    if let Some(e) = answer.error {
+        return Err(BatchPublishError::Refused {
+            err_code: e.err_code,
+            description: e.description,
+        });
+    }
+    Ok(BatchAck {
+        last: answer.seq,
+        count: answer.count.unwrap_or(n as u64),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("JetStream read failed")]
+    Nats(#[source] async_nats::Error),
+    #[error("JetStream did not answer in time")]
+    TimedOut,
+}
+
+impl ReadError {
+    fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        Self::Nats(Box::new(e))
+    }
+}
+
+/// What [`read_ordered`]'s reader says after a message.
+pub enum Read {
+    More,
+    Done,
+}
+
+/// Reads `stream` through one short-lived ordered consumer with `config`,
+/// handing each message (with its stream sequence) to `take` until it says
+/// [`Read::Done`] or nothing more is pending, within `timeout`; the consumer
+/// is deleted afterwards.
+pub async fn read_ordered<I>(
+    stream: &jetstream::stream::Stream<I>,
+    config: jetstream::consumer::pull::OrderedConfig,
+    timeout: Duration,
+    mut take: impl FnMut(u64, &jetstream::Message) -> Read,
+) -> Result<(), ReadError> {
+    use futures_util::StreamExt as _;
+    let consumer = tokio::time::timeout(timeout, stream.create_consumer(config))
+        .await
+        .map_err(|_| ReadError::TimedOut)?
+        .map_err(ReadError::nats)?;
+    let name = consumer.cached_info().name.clone();
+    let empty = consumer.cached_info().num_pending == 0;
+    let read = async {
+        if empty {
+            return Ok(());
+        }
+        let mut messages = consumer.messages().await.map_err(ReadError::nats)?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(ReadError::nats)?;
+            let info = msg.info().map_err(ReadError::Nats)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if matches!(take(seq, &msg), Read::Done) || pending == 0 {
+                break;
+            }
+        }
+        Ok::<_, ReadError>(())
+    };
+    let result = tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(ReadError::TimedOut));
+    // Ordered consumers linger for their inactivity threshold; delete ours
+    // now so the number alive stays the number of reads in flight.
+    let _ = stream.delete_consumer(&name).await;
+    result
+}
+
+/// Where the messages with some `Nats-Msg-Id`s are in a stream.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Message id → stream sequence, for those found.
+    pub seqs: std::collections::HashMap<String, u64>,
+    /// Some subject no longer holds every message stored since the time
+    /// asked about (its oldest were removed): a missing id may have been
+    /// stored and removed.
+    pub truncated: bool,
+}
+
+/// Looks for messages with the ids `ids` stored on `subjects` of `stream`
+/// since `since`: which are there, at which sequence, and whether the
+/// answer can be trusted for the missing ones.
+pub async fn find_stored(
+    js: &jetstream::Context,
+    stream: &str,
+    subjects: Vec<String>,
+    since: std::time::SystemTime,
+    ids: &std::collections::HashSet<String>,
+) -> Result<Found, ReadError> {
+    let mut stream = js.get_stream(stream).await.map_err(ReadError::nats)?;
+    let since_ns = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i128;
+    let config = stream.info().await.map_err(ReadError::nats)?.config.clone();
+    // Messages leave a subject only by the stream's limits: by age, or to
+    // make room past its per-subject count.
+    let aged_out = !config.max_age.is_zero()
+        && since
+            .elapsed()
+            .is_ok_and(|age| age + Duration::from_secs(1) >= config.max_age);
+    let mut found = Found::default();
+    for subject in &subjects {
+        // A subject whose oldest message is newer than `since` (and not one
+        // looked for) may have lost older ones, if a limit could remove them.
+        let first = match stream.get_first_raw_message_by_subject(subject, 1).await {
+            Ok(first) => first,
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                continue;
+            }
+            Err(e) => return Err(ReadError::nats(e)),
+        };
+        let ours = first
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .is_some_and(|id| ids.contains(id.as_str()));
+        if first.time.unix_timestamp_nanos() <= since_ns || ours {
+            continue;
+        }
+        let full = config.max_messages_per_subject > 0 && {
+            use futures_util::TryStreamExt as _;
+            let mut counts = stream
+                .info_with_subjects(subject.as_str())
+                .await
+                .map_err(ReadError::nats)?;
+            let mut held = 0u64;
+            while let Some((_, n)) = counts.try_next().await.map_err(ReadError::nats)? {
+                held += n as u64;
+            }
+            held >= config.max_messages_per_subject as u64
+        };
+        if full || aged_out {
+            found.truncated = true;
+        }
+    }
+    let config = jetstream::consumer::pull::OrderedConfig {
+        filter_subjects: subjects,
+        headers_only: true,
+        deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime {
+            start_time: async_nats::datetime::from_nanos(since_ns).map_err(ReadError::Nats)?,
+        },
+        ..Default::default()
+    };
+    read_ordered(&stream, config, Duration::from_secs(30), |seq, msg| {
+        if let Some(id) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            && ids.contains(id.as_str())
+        {
+            found.seqs.insert(id.as_str().to_owned(), seq);
+        }
+        if found.seqs.len() == ids.len() {
+            Read::Done
+        } else {
+            Read::More
+        }
+    })
+    .await?;
+    Ok(found)
 }

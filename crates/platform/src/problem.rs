@@ -41,12 +41,120 @@ pub struct ProblemBody {
     pub current_status: Option<String>,
     #[serde(skip)]
     pub retry_after_s: Option<u64>,
+    /// The methods a `405` names in its `Allow` header.
+    #[serde(skip)]
+    pub allow: Option<String>,
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}): {}", self.status, self.code, self.detail)
     }
+}
+
+impl std::error::Error for Problem {}
+
+/// A field that broke a rule (`422`): both are named, for the client to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{field}' is invalid: {rule}")]
+pub struct Invalid {
+    pub field: String,
+    pub rule: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+impl From<&Invalid> for Problem {
+    fn from(e: &Invalid) -> Self {
+        Problem::invalid(e.field.clone(), e.rule.clone())
+    }
+}
+
+impl From<Invalid> for Problem {
+    fn from(e: Invalid) -> Self {
+        Problem::invalid(e.field, e.rule)
+    }
+}
+
+/// A request body that is not JSON at all (`400`); one that is JSON but
+/// breaks a rule is [`Invalid`] (`422`).
+#[derive(Debug, thiserror::Error)]
+#[error("body is not valid JSON: {0}")]
+pub struct NotJson(#[from] pub serde_json::Error);
+
+impl From<&NotJson> for Problem {
+    fn from(e: &NotJson) -> Self {
+        Problem::bad_request(format!(
+            "{e}; send a JSON object (Content-Type: application/json)"
+        ))
+    }
+}
+
+/// Parses a request body as JSON; the fields are checked after.
+pub fn json_body(body: &[u8]) -> Result<serde_json::Value, NotJson> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// What a handler's error is for the client. Each error type maps its own
+/// variants to problems ([`problem`](ApiError::problem)); `None` marks an
+/// unexpected failure. [`api_error!`](crate::api_error) turns such a type
+/// into responses in one place: unexpected failures are logged once, here,
+/// with their whole chain and an id the client sees instead of the text;
+/// `5xx` problems are logged with their cause too.
+pub trait ApiError: std::error::Error + 'static {
+    fn problem(&self) -> Option<Problem>;
+
+    /// The problem the client gets, logging what the operator needs.
+    fn respond(&self) -> Problem
+    where
+        Self: Sized,
+    {
+        match self.problem() {
+            Some(p) => {
+                if p.status >= 500 {
+                    tracing::warn!(status = p.status, error = %chain(self), "request failed");
+                }
+                p
+            }
+            None => internal_error("request failed", self),
+        }
+    }
+}
+
+/// Implements `actix_web::ResponseError` for [`ApiError`] types.
+#[macro_export]
+macro_rules! api_error {
+    ($($t:ty),+ $(,)?) => {$(
+        impl ::actix_web::ResponseError for $t {
+            fn status_code(&self) -> ::actix_web::http::StatusCode {
+                let status = $crate::problem::ApiError::problem(self).map_or(500, |p| p.status);
+                ::actix_web::http::StatusCode::from_u16(status)
+                    .unwrap_or(::actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            fn error_response(&self) -> ::actix_web::HttpResponse {
+                ::actix_web::ResponseError::error_response(&$crate::problem::ApiError::respond(self))
+            }
+        }
+    )+};
+}
+
+/// An error and its sources, `: `-separated.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    chain
 }
 
 impl Problem {
@@ -61,6 +169,7 @@ impl Problem {
             rule: None,
             current_status: None,
             retry_after_s: None,
+            allow: None,
         }))
     }
 
@@ -105,6 +214,18 @@ impl Problem {
         p
     }
 
+    /// `405` with `Allow` listing what the path takes.
+    pub fn method_not_allowed(method: &str, allow: &[&str]) -> Self {
+        let allow = allow.join(", ");
+        let mut p = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here; this path takes {allow}"),
+        );
+        p.allow = Some(allow);
+        p
+    }
+
     /// `503`: a dependency (NATS, PostgreSQL) is unreachable; nothing was
     /// stored, retry with the same idempotency key.
     pub fn unavailable(detail: impl Into<String>) -> Self {
@@ -141,6 +262,9 @@ impl ResponseError for Problem {
         if let Some(s) = self.retry_after_s {
             res.insert_header((header::RETRY_AFTER, s.to_string()));
         }
+        if let Some(allow) = &self.allow {
+            res.insert_header((header::ALLOW, allow.clone()));
+        }
         res.json(&*self.0)
     }
 }
@@ -149,14 +273,7 @@ impl ResponseError for Problem {
 /// `500` problem that shows the client only an id.
 pub fn internal_error(context: &str, error: &(dyn std::error::Error + 'static)) -> Problem {
     let id = format!("err_{:016x}", rand_id());
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
-    tracing::error!(error_id = %id, error = %chain, "{context}");
+    tracing::error!(error_id = %id, error = %chain(error), "{context}");
     Problem::internal(&id)
 }
 

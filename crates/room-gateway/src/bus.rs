@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{HeaderMap, Subscriber};
-use futures_util::StreamExt;
 use prost::Message as _;
 use switchboard_platform::nats::{
-    self as platform_nats, PublishEventError, StreamSettings, send_stored, trace_headers,
+    self as platform_nats, PublishEventError, Read, ReadError, StreamSettings, read_ordered,
+    send_stored, trace_headers,
 };
 use switchboard_proto::room_state::RoomState;
 use switchboard_proto::{EventName, RoomName, TenantId, pb, subjects};
@@ -30,6 +30,15 @@ pub enum BusError {
     Nats(#[source] async_nats::Error),
     #[error("NATS did not answer in time")]
     TimedOut,
+}
+
+impl From<ReadError> for BusError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Nats(e) => Self::Nats(e),
+            ReadError::TimedOut => Self::TimedOut,
+        }
+    }
 }
 
 impl BusError {
@@ -338,7 +347,7 @@ impl Bus {
             ..Default::default()
         };
         let mut out = Vec::new();
-        read_ordered(&stream, config, |seq, msg| {
+        read_ordered(&stream, config, READ_TIMEOUT, |seq, msg| {
             if seq > until {
                 return Read::Done;
             }
@@ -516,10 +525,15 @@ impl Bus {
             ..Default::default()
         };
         let mut out = Vec::new();
-        read_ordered(&self.inner.shared.presence.stream, config, |_, msg| {
-            out.push(msg.payload.clone());
-            Read::More
-        })
+        read_ordered(
+            &self.inner.shared.presence.stream,
+            config,
+            READ_TIMEOUT,
+            |_, msg| {
+                out.push(msg.payload.clone());
+                Read::More
+            },
+        )
         .await?;
         Ok(out)
     }
@@ -537,49 +551,4 @@ pub fn is_removal(headers: Option<&HeaderMap>) -> bool {
 /// A live message's `u64` header (`Nats-Sequence`, `Nats-Last-Sequence`).
 pub fn header_u64(msg: &async_nats::Message, name: &str) -> Option<u64> {
     msg.headers.as_ref()?.get(name)?.as_str().parse().ok()
-}
-
-/// What [`read_ordered`] does after a message.
-enum Read {
-    More,
-    Done,
-}
-
-/// Reads `stream` through one short-lived ordered consumer with `config`,
-/// handing each message (with its stream sequence) to `take` until it says
-/// [`Read::Done`] or nothing more is pending, within [`READ_TIMEOUT`]; the
-/// consumer is deleted afterwards.
-async fn read_ordered<I>(
-    stream: &jetstream::stream::Stream<I>,
-    config: consumer::pull::OrderedConfig,
-    mut take: impl FnMut(u64, &jetstream::Message) -> Read,
-) -> Result<(), BusError> {
-    let consumer = tokio::time::timeout(READ_TIMEOUT, stream.create_consumer(config))
-        .await
-        .map_err(|_| BusError::TimedOut)?
-        .map_err(BusError::from)?;
-    let name = consumer.cached_info().name.clone();
-    let empty = consumer.cached_info().num_pending == 0;
-    let read = async {
-        if empty {
-            return Ok(());
-        }
-        let mut messages = consumer.messages().await.map_err(BusError::from)?;
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(BusError::from)?;
-            let info = msg.info().map_err(BusError::Nats)?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            if matches!(take(seq, &msg), Read::Done) || pending == 0 {
-                break;
-            }
-        }
-        Ok::<_, BusError>(())
-    };
-    let result = tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(BusError::TimedOut));
-    // Ordered consumers linger for their inactivity threshold; delete ours
-    // now so the number alive stays the number of reads in flight.
-    let _ = stream.delete_consumer(&name).await;
-    result
 }

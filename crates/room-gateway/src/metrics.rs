@@ -5,8 +5,8 @@
 //! request arrived (`subjects::HOP_HEADER`); JetStream's RePublish adds when
 //! it stored them (`Nats-Time-Stamp`). For those events the room task
 //! records when it took them up and when every member had been handed its
-//! frame, so the path HTTP in → stored → room task → written can be read
-//! hop by hop. All clocks are wall clocks: meaningful on one machine, or
+//! frame, so the path HTTP in → stored → room task → every member's outbox
+//! can be read hop by hop. All clocks are wall clocks: meaningful on one machine, or
 //! with synchronised ones.
 
 use std::collections::VecDeque;
@@ -116,8 +116,8 @@ pub struct HopSample {
     pub stored_to_room_us: Option<i64>,
     /// HTTP in → taken up by the room's task.
     pub http_to_room_us: i64,
-    /// Taken up → every member handed its frame (written to its socket, or
-    /// queued behind what it has not read yet).
+    /// Taken up → every member handed its frame (queued in its outbox for
+    /// the flusher, which writes it next, or behind what it has not read).
     pub room_to_written_us: i64,
     pub members: usize,
 }

@@ -17,6 +17,8 @@ pub struct NatsServer {
     pub url: String,
     port: u16,
     store: PathBuf,
+    /// A configuration file, for tests of the server's own limits.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -39,13 +41,26 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a fresh server with JetStream on a port of its own.
     pub async fn start() -> Self {
+        Self::start_with_config(None).await
+    }
+
+    /// [`start`](Self::start) with a configuration file holding `config`
+    /// (nats-server's format, e.g. JetStream limits); the address and store
+    /// are set on the command line.
+    pub async fn start_with_config(config: Option<&str>) -> Self {
         let store = std::env::temp_dir().join(format!("sb-nats-{}", crate::random_suffix()));
         std::fs::create_dir_all(&store).expect("creating the server's store");
+        let config = config.map(|text| {
+            let path = store.join("nats-server.conf");
+            std::fs::write(&path, text).expect("writing the server's configuration");
+            path
+        });
         let port = free_port();
         let mut s = Self {
             url: format!("nats://127.0.0.1:{port}"),
             port,
             store,
+            config,
             child: None,
         };
         s.run().await;
@@ -53,7 +68,11 @@ impl NatsServer {
     }
 
     async fn run(&mut self) {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

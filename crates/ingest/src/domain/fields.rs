@@ -3,7 +3,7 @@
 //! types included — serde's own messages name neither in a stable form.
 
 use serde_json::{Map, Value};
-use switchboard_platform::Problem;
+use switchboard_platform::problem::Invalid;
 
 pub struct Fields<'a> {
     obj: &'a Map<String, Value>,
@@ -19,13 +19,13 @@ impl<'a> Fields<'a> {
         prefix: &str,
         whole: &str,
         known: &[&str],
-    ) -> Result<Self, Problem> {
+    ) -> Result<Self, Invalid> {
         let Some(obj) = value.as_object() else {
             let name = if whole.is_empty() { "body" } else { whole };
-            return Err(Problem::invalid(name, "must be a JSON object"));
+            return Err(Invalid::new(name, "must be a JSON object"));
         };
         if let Some(unknown) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(Problem::invalid(
+            return Err(Invalid::new(
                 format!("{prefix}{unknown}"),
                 format!("is not a known field (known: {})", known.join(", ")),
             ));
@@ -45,22 +45,22 @@ impl<'a> Fields<'a> {
         self.obj.get(field).filter(|v| !v.is_null())
     }
 
-    pub fn invalid(&self, field: &str, rule: impl Into<String>) -> Problem {
-        Problem::invalid(self.name(field), rule)
+    pub fn invalid(&self, field: &str, rule: impl Into<String>) -> Invalid {
+        Invalid::new(self.name(field), rule)
     }
 
-    pub fn required(&self, field: &str, rule: &str) -> Result<&'a Value, Problem> {
+    pub fn required(&self, field: &str, rule: &str) -> Result<&'a Value, Invalid> {
         self.get(field)
             .ok_or_else(|| self.invalid(field, format!("is required: {rule}")))
     }
 
-    pub fn str(&self, field: &str, rule: &str) -> Result<&'a str, Problem> {
+    pub fn str(&self, field: &str, rule: &str) -> Result<&'a str, Invalid> {
         self.required(field, rule)?
             .as_str()
             .ok_or_else(|| self.invalid(field, rule))
     }
 
-    pub fn opt_str(&self, field: &str, rule: &str) -> Result<Option<&'a str>, Problem> {
+    pub fn opt_str(&self, field: &str, rule: &str) -> Result<Option<&'a str>, Invalid> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -70,14 +70,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn f64(&self, field: &str, rule: &str) -> Result<f64, Problem> {
+    pub fn f64(&self, field: &str, rule: &str) -> Result<f64, Invalid> {
         self.required(field, rule)?
             .as_f64()
             .filter(|f| f.is_finite())
             .ok_or_else(|| self.invalid(field, rule))
     }
 
-    pub fn opt_u64(&self, field: &str, rule: &str) -> Result<Option<u64>, Problem> {
+    pub fn opt_u64(&self, field: &str, rule: &str) -> Result<Option<u64>, Invalid> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -87,7 +87,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn array(&self, field: &str, rule: &str) -> Result<&'a Vec<Value>, Problem> {
+    pub fn array(&self, field: &str, rule: &str) -> Result<&'a Vec<Value>, Invalid> {
         self.required(field, rule)?
             .as_array()
             .ok_or_else(|| self.invalid(field, rule))
@@ -102,7 +102,7 @@ pub fn text(
     min: usize,
     max: usize,
     rule: &str,
-) -> Result<(), Problem> {
+) -> Result<(), Invalid> {
     let n = value.chars().count();
     if n < min || n > max || (min > 0 && value.trim().is_empty()) {
         return Err(f.invalid(field, rule));

@@ -6,7 +6,7 @@ use chrono::{DateTime, LocalResult, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchboard_platform::Problem;
+use switchboard_platform::problem::Invalid;
 
 use super::fields::Fields;
 use super::suggestion::{AGENT_TYPE_RULE, PRIORITY_RULE, Priority, valid_agent_type};
@@ -57,7 +57,7 @@ fn parse_time(s: &str) -> Option<NaiveTime> {
 impl Preferences {
     /// A `PUT` body: every field is optional and a missing one takes its
     /// default (the body replaces the preferences as a whole).
-    pub fn parse(body: &Value) -> Result<Self, Problem> {
+    pub fn parse(body: &Value) -> Result<Self, Invalid> {
         let f = Fields::object(
             body,
             "",
@@ -73,7 +73,7 @@ impl Preferences {
                     Some(c) if CHANNELS.contains(&c) && !channels.iter().any(|x| x == c) => {
                         channels.push(c.to_owned())
                     }
-                    _ => return Err(Problem::invalid(format!("channels[{i}]"), CHANNELS_RULE)),
+                    _ => return Err(Invalid::new(format!("channels[{i}]"), CHANNELS_RULE)),
                 }
             }
             prefs.channels = channels;
@@ -92,10 +92,7 @@ impl Preferences {
                 match t.as_str() {
                     Some(t) if valid_agent_type(t) => types.push(t.to_owned()),
                     _ => {
-                        return Err(Problem::invalid(
-                            format!("agent_types[{i}]"),
-                            AGENT_TYPE_RULE,
-                        ));
+                        return Err(Invalid::new(format!("agent_types[{i}]"), AGENT_TYPE_RULE));
                     }
                 }
             }
@@ -189,7 +186,7 @@ pub struct NewNotification {
 }
 
 impl NewNotification {
-    pub fn parse(body: &Value, max_data_bytes: usize) -> Result<Self, Problem> {
+    pub fn parse(body: &Value, max_data_bytes: usize) -> Result<Self, Invalid> {
         let f = Fields::object(body, "", "", &["message", "severity", "data"])?;
         let message = f.str("message", MESSAGE_RULE)?;
         super::fields::text(&f, "message", message, 1, 2000, MESSAGE_RULE)?;
@@ -276,7 +273,7 @@ mod tests {
         let p = Preferences::parse(
             &serde_json::json!({"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "Mars/Base"}}),
         );
-        assert_eq!(p.unwrap_err().field.as_deref(), Some("quiet_hours.tz"));
+        assert_eq!(p.unwrap_err().field, "quiet_hours.tz");
         let p = Preferences::parse(&serde_json::json!({})).unwrap();
         assert_eq!(p, Preferences::default());
     }

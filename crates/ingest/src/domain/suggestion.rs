@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use switchboard_platform::Problem;
+use switchboard_platform::problem::Invalid;
 use switchboard_proto::RoomName;
 
 use super::fields::{Fields, text};
@@ -165,7 +165,7 @@ const FIELDS: &[&str] = &[
 
 impl NewSuggestion {
     /// `prefix` is where the suggestion sits in the body (`suggestions[2].`).
-    pub fn parse(value: &Value, prefix: &str, now: DateTime<Utc>) -> Result<Self, Problem> {
+    pub fn parse(value: &Value, prefix: &str, now: DateTime<Utc>) -> Result<Self, Invalid> {
         let whole = prefix.trim_end_matches('.');
         let f = Fields::object(value, prefix, whole, FIELDS)?;
         let agent_type = f.str("agent_type", AGENT_TYPE_RULE)?;

@@ -73,3 +73,23 @@ impl Repository {
         .await
     }
 }
+
+impl Repository {
+    /// How many announcements wait to be published, and how many
+    /// notifications to be delivered (both from partial indexes).
+    pub async fn backlog(&self) -> Result<(i64, i64), RepositoryError> {
+        use crate::schema::{announcements as a, notifications as n};
+        let mut conn = self.pool.get().await?;
+        let announcements = a::table
+            .filter(a::published_at.is_null())
+            .count()
+            .get_result(&mut conn)
+            .await?;
+        let notifications = n::table
+            .filter(n::delivered_at.is_null())
+            .count()
+            .get_result(&mut conn)
+            .await?;
+        Ok((announcements, notifications))
+    }
+}

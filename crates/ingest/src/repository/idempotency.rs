@@ -1,18 +1,48 @@
 //! Idempotency records: the answer given to a request with an
 //! `Idempotency-Key`, replayed to every retry of it.
+//!
+//! A request that publishes first *claims* its key (a record without an
+//! answer), then publishes, then *completes* the record with its answer. A
+//! retry therefore always knows whether an earlier attempt may have stored
+//! something — even when that attempt's answer was never written (the
+//! process died, or PostgreSQL failed after JetStream's ack) — and never
+//! stores it a second time.
+//!
+//! Both statements commit without waiting for the WAL to reach the disk
+//! (`synchronous_commit = off` for that statement only): that wait, an
+//! fsync of some milliseconds, was on every keyed answer's path. Only a
+//! PostgreSQL crash can lose such a commit, and then only those of its last
+//! moments (the WAL writer flushes within `3 × wal_writer_delay`, 600 ms by
+//! default); a retry within `SB_DEDUP_WINDOW` of such a request publishes the
+//! same event ids again, which JetStream stores once.
 
+use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Bytea, Jsonb, Text};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Bool, Bytea, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 use super::{Repository, RepositoryError};
 use crate::schema::idempotency_keys;
 
+/// Who holds a key.
+#[derive(Debug)]
+pub enum Claim {
+    /// Nobody did: it is this request's now, pending until completed.
+    New,
+    /// An earlier request (or a concurrent twin): its body's hash, its
+    /// answer once written, and when it claimed the key.
+    Earlier {
+        request_hash: Vec<u8>,
+        response: Option<serde_json::Value>,
+        claimed_at: DateTime<Utc>,
+    },
+}
+
 pub struct StoredResponse {
     pub request_hash: Vec<u8>,
-    pub response: serde_json::Value,
+    pub response: Option<serde_json::Value>,
 }
 
 impl Repository {
@@ -23,7 +53,7 @@ impl Repository {
         key: &str,
     ) -> Result<Option<StoredResponse>, RepositoryError> {
         let mut conn = self.pool.get().await?;
-        let row: Option<(Vec<u8>, serde_json::Value)> = idempotency_keys::table
+        let row: Option<(Vec<u8>, Option<serde_json::Value>)> = idempotency_keys::table
             .find((tenant, scope, key))
             .select((idempotency_keys::request_hash, idempotency_keys::response))
             .first(&mut conn)
@@ -35,36 +65,55 @@ impl Repository {
         }))
     }
 
-    /// Records the answer to a published event request; a concurrent twin
-    /// that got there first wins, and both answers are the same anyway (same
-    /// ids, deduplicated by JetStream).
-    ///
-    /// The commit does not wait for the WAL to reach the disk
-    /// (`synchronous_commit = off` for this transaction only): that wait, an
-    /// fsync of some milliseconds shared by every request with a key, was on
-    /// the answer's path. What is given up is small and covered elsewhere.
-    /// The record only matters to a retry; only a PostgreSQL crash can lose
-    /// it, and then only for answers of the last moments before the crash
-    /// (the WAL writer flushes within `3 × wal_writer_delay`, 600 ms by
-    /// default). A retry of such a request within `SB_DEDUP_WINDOW` (2
-    /// minutes) publishes the same event id again, which JetStream stores once
-    /// and answers with the first sequence: the same answer. Nothing
-    /// acknowledged can be lost either way: the events themselves are in
-    /// JetStream before this runs.
-    pub async fn remember_response(
+    /// Claims `key` for a request whose body hashes to `request_hash`, or
+    /// says who holds it: one round trip.
+    pub async fn claim_key(
         &self,
         tenant: &str,
         scope: &str,
         key: &str,
         request_hash: &[u8],
+    ) -> Result<Claim, RepositoryError> {
+        let mut conn = self.pool.get().await?;
+        // A twin that committed its claim after this statement's snapshot
+        // is neither inserted over nor seen: the next statement sees it.
+        for _ in 0..3 {
+            let rows: Vec<ClaimRow> = ClaimKey {
+                tenant,
+                scope,
+                key,
+                request_hash,
+            }
+            .load(&mut conn)
+            .await?;
+            match rows.into_iter().next() {
+                Some((true, ..)) => return Ok(Claim::New),
+                Some((false, hash, response, claimed_at)) => {
+                    return Ok(Claim::Earlier {
+                        request_hash: hash.unwrap_or_default(),
+                        response,
+                        claimed_at,
+                    });
+                }
+                None => continue,
+            }
+        }
+        Err(RepositoryError::Query(diesel::result::Error::NotFound))
+    }
+
+    /// Writes the answer of the request that claimed `key`.
+    pub async fn complete_key(
+        &self,
+        tenant: &str,
+        scope: &str,
+        key: &str,
         response: &serde_json::Value,
     ) -> Result<(), RepositoryError> {
         let mut conn = self.pool.get().await?;
-        RememberResponse {
+        CompleteKey {
             tenant,
             scope,
             key,
-            request_hash,
             response,
         }
         .execute(&mut conn)
@@ -73,28 +122,40 @@ impl Repository {
     }
 }
 
-/// The idempotency insert, with `set_config(…, true)` in a subquery so the
-/// setting holds for this one statement's implicit transaction (one round
-/// trip, and nothing leaks into the session, pooled or not). Written as a
-/// query type of its own rather than `sql_query` so that diesel prepares it
-/// once per connection: raw SQL is parsed and planned on every request.
-struct RememberResponse<'a> {
+/// (inserted now, body hash, answer, claimed at)
+type ClaimRow = (
+    bool,
+    Option<Vec<u8>>,
+    Option<serde_json::Value>,
+    DateTime<Utc>,
+);
+
+/// The claim: insert a pending record, or read the one there. Written as
+/// query types of their own rather than `sql_query` so that diesel
+/// prepares them once per connection (raw SQL is parsed and planned on
+/// every request); `set_config(…, true)` in a subquery holds for this one
+/// statement's implicit transaction and leaks into no pooled session.
+struct ClaimKey<'a> {
     tenant: &'a str,
     scope: &'a str,
     key: &'a str,
     request_hash: &'a [u8],
-    response: &'a serde_json::Value,
 }
 
-impl QueryId for RememberResponse<'_> {
-    type QueryId = RememberResponse<'static>;
+impl QueryId for ClaimKey<'_> {
+    type QueryId = ClaimKey<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl QueryFragment<Pg> for RememberResponse<'_> {
+impl Query for ClaimKey<'_> {
+    type SqlType = (Bool, Nullable<Bytea>, Nullable<Jsonb>, Timestamptz);
+}
+
+impl QueryFragment<Pg> for ClaimKey<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, response) SELECT ",
+            "WITH claimed AS (INSERT INTO idempotency_keys \
+             (tenant_id, scope, key, request_hash, response) SELECT ",
         );
         out.push_bind_param::<Text, _>(self.tenant)?;
         out.push_sql(", ");
@@ -103,12 +164,55 @@ impl QueryFragment<Pg> for RememberResponse<'_> {
         out.push_bind_param::<Text, _>(self.key)?;
         out.push_sql(", ");
         out.push_bind_param::<Bytea, _>(self.request_hash)?;
-        out.push_sql(", ");
+        out.push_sql(
+            ", NULL FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
+             ON CONFLICT DO NOTHING RETURNING created_at) \
+             SELECT true, NULL::bytea, NULL::jsonb, created_at FROM claimed \
+             UNION ALL SELECT false, request_hash, response, created_at FROM idempotency_keys \
+             WHERE ",
+        );
+        push_key(&mut out, self.tenant, self.scope, self.key)?;
+        out.push_sql(" AND NOT EXISTS (SELECT 1 FROM claimed)");
+        Ok(())
+    }
+}
+
+struct CompleteKey<'a> {
+    tenant: &'a str,
+    scope: &'a str,
+    key: &'a str,
+    response: &'a serde_json::Value,
+}
+
+impl QueryId for CompleteKey<'_> {
+    type QueryId = CompleteKey<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for CompleteKey<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE idempotency_keys SET response = ");
         out.push_bind_param::<Jsonb, _>(self.response)?;
         out.push_sql(
             " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-             ON CONFLICT DO NOTHING",
+             WHERE ",
         );
-        Ok(())
+        push_key(&mut out, self.tenant, self.scope, self.key)
     }
+}
+
+/// `tenant_id = … AND scope = … AND key = …`: one record.
+fn push_key<'b>(
+    out: &mut AstPass<'_, 'b, Pg>,
+    tenant: &'b str,
+    scope: &'b str,
+    key: &'b str,
+) -> QueryResult<()> {
+    out.push_sql("tenant_id = ");
+    out.push_bind_param::<Text, _>(tenant)?;
+    out.push_sql(" AND scope = ");
+    out.push_bind_param::<Text, _>(scope)?;
+    out.push_sql(" AND key = ");
+    out.push_bind_param::<Text, _>(key)?;
+    Ok(())
 }

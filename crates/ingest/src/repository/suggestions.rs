@@ -110,14 +110,17 @@ impl Repository {
                     .execute(conn)
                     .await?;
                 if inserted == 0 {
-                    let (request_hash, response) = idempotency_keys::table
-                        .find((tenant, rec.scope, rec.key))
-                        .select((idempotency_keys::request_hash, idempotency_keys::response))
-                        .first(conn)
-                        .await?;
+                    let (request_hash, response): (Vec<u8>, Option<serde_json::Value>) =
+                        idempotency_keys::table
+                            .find((tenant, rec.scope, rec.key))
+                            .select((idempotency_keys::request_hash, idempotency_keys::response))
+                            .first(conn)
+                            .await?;
                     return Ok(CreateOutcome::Replayed {
                         request_hash,
-                        response,
+                        response: response.expect(
+                            "suggestion records are written whole, in their batch's transaction",
+                        ),
                     });
                 }
             }

@@ -4,18 +4,20 @@
 //! instance watches, so the change applies everywhere within a second.
 
 use actix_web::http::Method;
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use switchboard_platform::Problem;
-use switchboard_platform::problem::internal_error;
+use actix_web::{HttpResponse, web};
+use anyhow::Context as _;
+use async_nats::jetstream::kv;
+use switchboard_platform::{Problem, api_error};
 use switchboard_proto::TenantId;
 use switchboard_proto::tenant::{Limits, TenantConfig};
 
-use super::auth::require_admin;
-use super::{AppState, Endpoint, parse_json, repository_problem};
-use crate::domain::fields::Fields;
+use super::auth::Admin;
+use super::{ApiError, Endpoint, Invalid, NotJson, json_body, repository_problem};
+use crate::domain::fields::{Fields, text};
 use crate::domain::secrets;
+use crate::repository::RepositoryError;
 use crate::repository::tenants::{CreateTenantError, NewTenant};
+use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -26,30 +28,60 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTenant {
-    #[serde(default)]
-    id: Option<String>,
-    name: String,
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    NotJson(#[from] NotJson),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("tenant id '{0}' is taken")]
+    Taken(TenantId),
+    #[error("no tenant '{0}'")]
+    NotFound(TenantId),
+    #[error("the tenant's config is being changed concurrently; retry")]
+    Contended,
+    #[error("storing the tenant failed")]
+    Repository(#[source] RepositoryError),
+    #[error("the tenant directory (KV SB_TENANTS) failed")]
+    Directory(#[source] async_nats::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
 }
 
-const NAME_RULE: &str = "1 to 200 characters";
+impl ApiError for AdminError {
+    fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            Self::NotJson(e) => e.into(),
+            Self::Invalid(e) => e.into(),
+            Self::Taken(_) => Problem::conflict(self.to_string()).with_field("id"),
+            Self::NotFound(_) => Problem::not_found(self.to_string()),
+            Self::Contended => Problem::unavailable(self.to_string()),
+            Self::Repository(e) => return repository_problem(e),
+            Self::Directory(_) => Problem::unavailable(
+                "the tenant directory (NATS KV) is unreachable; nothing changed, retry",
+            ),
+            Self::Unexpected(_) => return None,
+        })
+    }
+}
+
+api_error!(AdminError);
+
+const NAME_RULE: &str = "must be 1 to 200 characters, not blank";
 
 async fn create_tenant(
-    req: HttpRequest,
+    _: Admin,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    require_admin(&req, &state)?;
-    let input: CreateTenant = parse_json(&body)?;
-    let name = input.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Problem::invalid("name", NAME_RULE));
-    }
-    let id = match input.id {
-        Some(id) => TenantId::parse(id)
-            .map_err(|e| Problem::invalid("id", format!("must match {}", e.rule)))?,
+) -> Result<HttpResponse, AdminError> {
+    let input = json_body(&body)?;
+    let f = Fields::object(&input, "", "", &["id", "name"])?;
+    let name = f.str("name", NAME_RULE)?.trim();
+    text(&f, "name", name, 1, 200, NAME_RULE)?;
+    let id = match f.opt_str("id", "a tenant id")? {
+        Some(id) => {
+            TenantId::parse(id).map_err(|e| f.invalid("id", format!("must match {}", e.rule)))?
+        }
         None => TenantId::parse(secrets::new_tenant_id()).expect("generated ids follow the rule"),
     };
 
@@ -82,19 +114,9 @@ async fn create_tenant(
         .await;
     let created_at = match created {
         Ok(at) => at,
-        Err(CreateTenantError::Taken) => {
-            return Err(Problem::conflict(format!("tenant id '{id}' is taken")).with_field("id"));
-        }
-        Err(CreateTenantError::Repository(e)) => {
-            return Err(repository_problem("creating a tenant", e));
-        }
-        Err(CreateTenantError::Publish(e)) => {
-            tracing::warn!(error = %e, "tenant config could not be written to KV");
-            let _ = internal_error("writing tenant config to KV", &e);
-            return Err(Problem::unavailable(
-                "NATS did not take the tenant's config; nothing was created, retry",
-            ));
-        }
+        Err(CreateTenantError::Taken) => return Err(AdminError::Taken(id)),
+        Err(CreateTenantError::Repository(e)) => return Err(AdminError::Repository(e)),
+        Err(CreateTenantError::Publish(e)) => return Err(AdminError::Directory(Box::new(e))),
     };
     tracing::info!(tenant = %id, "tenant created");
     Ok(HttpResponse::Created().json(serde_json::json!({
@@ -120,15 +142,14 @@ const CAS_ATTEMPTS: usize = 10;
 
 /// Changes only the limits the body names.
 async fn patch_tenant(
-    req: HttpRequest,
+    _: Admin,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    require_admin(&req, &state)?;
+) -> Result<HttpResponse, AdminError> {
     let id = TenantId::parse(path.into_inner())
-        .map_err(|e| Problem::invalid("id", format!("must match {}", e.rule)))?;
-    let input: serde_json::Value = parse_json(&body)?;
+        .map_err(|e| Invalid::new("id", format!("must match {}", e.rule)))?;
+    let input = json_body(&body)?;
     let f = Fields::object(&input, "", "", &["limits"])?;
     let limits = f.required("limits", "an object of limits to change")?;
     let l = Fields::object(limits, "limits.", "limits", &LIMIT_FIELDS)?;
@@ -141,21 +162,16 @@ async fn patch_tenant(
     }
 
     let kv = &state.bus.tenants;
-    let unavailable = |e: &dyn std::error::Error| {
-        tracing::warn!(error = %e, "KV SB_TENANTS unavailable");
-        Problem::unavailable(
-            "the tenant directory (NATS KV) is unreachable; nothing changed, retry",
-        )
-    };
     for _ in 0..CAS_ATTEMPTS {
-        let entry = kv.entry(id.as_str()).await.map_err(|e| unavailable(&e))?;
-        let Some(entry) =
-            entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-        else {
-            return Err(Problem::not_found(format!("no tenant '{id}'")));
+        let entry = kv
+            .entry(id.as_str())
+            .await
+            .map_err(|e| AdminError::Directory(Box::new(e)))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Err(AdminError::NotFound(id));
         };
-        let mut config: TenantConfig = serde_json::from_slice(&entry.value)
-            .map_err(|e| internal_error("decoding a tenant config", &e))?;
+        let mut config: TenantConfig =
+            serde_json::from_slice(&entry.value).context("decoding a tenant config")?;
         for (name, v) in &changes {
             let slot = match *name {
                 "http_rps" => &mut config.limits.http_rps,
@@ -175,13 +191,9 @@ async fn patch_tenant(
                     "limits": config.limits,
                 })));
             }
-            Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
-                continue;
-            }
-            Err(e) => return Err(unavailable(&e)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(AdminError::Directory(Box::new(e))),
         }
     }
-    Err(Problem::unavailable(
-        "the tenant's config is being changed concurrently; retry",
-    ))
+    Err(AdminError::Contended)
 }

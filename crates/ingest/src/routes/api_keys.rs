@@ -5,16 +5,19 @@
 use std::collections::HashMap;
 
 use actix_web::http::Method;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
-use switchboard_platform::Problem;
+use switchboard_platform::{Problem, api_error};
+use switchboard_proto::TenantId;
 
-use super::auth::require_tenant_key;
-use super::{AppState, Endpoint, page, parse_json, repository_problem};
+use super::auth::TenantKey;
+use super::{ApiError, Endpoint, Invalid, NotJson, json_body, page, repository_problem};
 use crate::domain::fields::{Fields, text};
 use crate::domain::secrets;
 use crate::domain::suggestion::cursor;
+use crate::repository::RepositoryError;
 use crate::repository::api_keys::ApiKeyRow;
+use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -28,6 +31,31 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyError {
+    #[error(transparent)]
+    NotJson(#[from] NotJson),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("tenant '{tenant}' has no live API key '{id}'")]
+    NotFound { tenant: TenantId, id: String },
+    #[error("the API key store failed")]
+    Repository(#[from] RepositoryError),
+}
+
+impl ApiError for ApiKeyError {
+    fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            Self::NotJson(e) => e.into(),
+            Self::Invalid(e) => e.into(),
+            Self::NotFound { .. } => Problem::not_found(self.to_string()),
+            Self::Repository(e) => return repository_problem(e),
+        })
+    }
+}
+
+api_error!(ApiKeyError);
+
 const NAME_RULE: &str = "must be 1 to 200 characters, not blank";
 
 fn key_json(row: &ApiKeyRow) -> Value {
@@ -35,16 +63,14 @@ fn key_json(row: &ApiKeyRow) -> Value {
 }
 
 async fn create(
-    req: HttpRequest,
-    path: web::Path<String>,
+    tenant: TenantKey,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+) -> Result<HttpResponse, ApiKeyError> {
     let input: Value = if body.is_empty() {
         json!({})
     } else {
-        parse_json(&body)?
+        json_body(&body)?
     };
     let f = Fields::object(&input, "", "", &["name"])?;
     let name = f.opt_str("name", NAME_RULE)?.unwrap_or("unnamed");
@@ -59,8 +85,7 @@ async fn create(
             name,
             &secrets::hash_key(&api_key),
         )
-        .await
-        .map_err(|e| repository_problem("creating an API key", e))?;
+        .await?;
     tracing::info!(tenant = %tenant, key = %row.id, "API key created");
     let mut body = key_json(&row);
     body["api_key"] = api_key.into();
@@ -68,18 +93,15 @@ async fn create(
 }
 
 async fn list(
-    req: HttpRequest,
-    path: web::Path<String>,
+    tenant: TenantKey,
     query: web::Query<HashMap<String, String>>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+) -> Result<HttpResponse, ApiKeyError> {
     let (limit, after) = page(&query)?;
     let rows = state
         .repo
         .list_api_keys(tenant.as_str(), after, limit + 1)
-        .await
-        .map_err(|e| repository_problem("listing API keys", e))?;
+        .await?;
     Ok(HttpResponse::Ok().json(cursor::page(
         rows,
         limit,
@@ -89,21 +111,17 @@ async fn list(
 }
 
 async fn revoke(
-    req: HttpRequest,
+    tenant: TenantKey,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let (tenant, id) = path.into_inner();
-    let tenant = require_tenant_key(&req, &state, &tenant).await?;
-    let revoked = state
-        .repo
-        .revoke_api_key(tenant.as_str(), &id)
-        .await
-        .map_err(|e| repository_problem("revoking an API key", e))?;
+) -> Result<HttpResponse, ApiKeyError> {
+    let (_, id) = path.into_inner();
+    let revoked = state.repo.revoke_api_key(tenant.as_str(), &id).await?;
     let Some(hash) = revoked else {
-        return Err(Problem::not_found(format!(
-            "tenant '{tenant}' has no live API key '{id}'"
-        )));
+        return Err(ApiKeyError::NotFound {
+            tenant: tenant.0,
+            id,
+        });
     };
     state.keys.revoked(&state.bus.client, &hash).await;
     tracing::info!(tenant = %tenant, key = %id, "API key revoked");

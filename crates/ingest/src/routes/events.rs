@@ -1,20 +1,34 @@
 //! Room events from backends: `POST /v1/tenants/{t}/rooms/{r}/events` and the
 //! batch `POST /v1/tenants/{t}/events`. Both answer only after JetStream has
-//! acked every event; with an `Idempotency-Key` a retry gets the first answer
-//! again and nothing new is stored.
+//! stored every event; a batch is stored all or none (one atomic JetStream
+//! batch). With an `Idempotency-Key` a retry gets the first answer again and
+//! nothing is stored twice — even when the first attempt's answer was lost
+//! ([`crate::repository::idempotency`]).
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
 
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prost::Message as _;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard_platform::Problem;
-use switchboard_platform::nats::{send_room_event_timed, trace_headers};
+use switchboard_platform::api_error;
+use switchboard_platform::nats::{
+    self as nats, BatchPublishError, Outgoing, PublishEventError, ReadError, send_room_event_timed,
+    trace_headers,
+};
 use switchboard_proto::{TenantId, subjects};
+use tracing::Instrument as _;
 
-use super::auth::require_tenant_key;
-use super::{AppState, Endpoint, WorkerJetStream, parse_json, publish_problem, repository_problem};
-use crate::domain::event::{NewBatch, NewEvent, ValidEvent};
+use super::auth::TenantKey;
+use super::{ApiError, Endpoint, Invalid, NotJson, json_body, repository_problem};
+use crate::domain::event::{ValidEvent, parse_batch, parse_single};
 use crate::domain::secrets;
+use crate::metrics::PublishKind;
+use crate::repository::RepositoryError;
+use crate::repository::idempotency::Claim;
+use crate::state::{AppState, WorkerJetStream};
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -29,9 +43,69 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-const IDEMPOTENCY_KEY_RULE: &str = "1 to 255 visible ASCII characters";
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    NotJson(#[from] NotJson),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("the Idempotency-Key was already used for a different request body")]
+    KeyReused,
+    #[error(
+        "an earlier request with this Idempotency-Key may have stored its events, and the stream no longer holds enough to tell"
+    )]
+    Undecidable,
+    #[error("the idempotency record could not be read or claimed")]
+    Record(#[source] RepositoryError),
+    #[error("JetStream did not store the event")]
+    Store(#[source] PublishEventError),
+    #[error("JetStream did not store the batch")]
+    StoreBatch(#[source] BatchPublishError),
+    #[error("NATS did not take the ephemeral event")]
+    Ephemeral(#[source] async_nats::PublishError),
+    #[error("looking for an earlier attempt's events in JetStream failed")]
+    Lookup(#[source] ReadError),
+}
 
-pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
+impl ApiError for PublishError {
+    fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            Self::NotJson(e) => e.into(),
+            Self::Invalid(e) => e.into(),
+            Self::KeyReused => Problem::invalid("Idempotency-Key", KEY_REUSED_RULE),
+            Self::Undecidable => Problem::conflict(format!(
+                "{self}: nothing was stored again; send the events under a new key if they are still wanted"
+            ))
+            .with_field("Idempotency-Key"),
+            Self::Record(e) => return repository_problem(e),
+            Self::Store(_) | Self::StoreBatch(_) => Problem::unavailable(
+                "the event store did not acknowledge; nothing is guaranteed stored, retry with the same Idempotency-Key",
+            ),
+            Self::Ephemeral(_) => {
+                Problem::unavailable("NATS is unreachable; the ephemeral event was not sent")
+            }
+            Self::Lookup(_) => Problem::unavailable(
+                "could not read the event store to settle an earlier attempt with this key; nothing was stored, retry",
+            ),
+        })
+    }
+}
+
+api_error!(PublishError);
+
+const IDEMPOTENCY_KEY_RULE: &str = "1 to 255 visible ASCII characters";
+const KEY_REUSED_RULE: &str =
+    "was already used for a different request body; use a new key for a new request";
+/// An earlier attempt claimed less than this before the end of JetStream's
+/// dedup window: its ids are published again and deduplicated. Older, the
+/// stream is searched for them instead.
+const DEDUP_MARGIN: Duration = Duration::from_secs(10);
+/// Clocks of ingest instances and NATS may differ by this much.
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+/// How long a batch waits for room among the server's open batches.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(2);
+
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Invalid> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -39,210 +113,437 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
         Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(k.to_owned()))
         }
-        _ => Err(Problem::invalid("Idempotency-Key", IDEMPOTENCY_KEY_RULE)),
+        _ => Err(Invalid::new("Idempotency-Key", IDEMPOTENCY_KEY_RULE)),
     }
-}
-
-/// The answer for one stored event, in the single answer and in a batch's
-/// `items`.
-#[derive(serde::Serialize)]
-struct Stored {
-    id: String,
-    seq: u64,
-}
-
-#[derive(serde::Serialize)]
-struct StoredBatch {
-    items: Vec<Stored>,
-}
-
-/// Sends `answer` as `201`; with an idempotency key, records it first so a
-/// retry gets it again.
-async fn answer_stored(
-    state: &AppState,
-    tenant: &TenantId,
-    scope: &str,
-    key: Option<&str>,
-    body: &[u8],
-    answer: &impl serde::Serialize,
-) -> Result<HttpResponse, Problem> {
-    if let Some(key) = key {
-        let value = serde_json::to_value(answer).expect("an answer always serializes");
-        state
-            .repo
-            .remember_response(
-                tenant.as_str(),
-                scope,
-                key,
-                &secrets::request_hash(body),
-                &value,
-            )
-            .await
-            .map_err(|e| repository_problem("storing an idempotency record", e))?;
-    }
-    Ok(HttpResponse::Created().json(answer))
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Where a request with a key stands: answered before, or new.
-enum Replay {
-    Answered(serde_json::Value),
-    New,
-}
-
-async fn replay(
-    state: &AppState,
-    tenant: &TenantId,
-    scope: &str,
-    key: Option<&str>,
-    body: &[u8],
-) -> Result<Replay, Problem> {
-    let Some(key) = key else {
-        return Ok(Replay::New);
-    };
-    let stored = state
-        .repo
-        .idempotent_response(tenant.as_str(), scope, key)
-        .await
-        .map_err(|e| repository_problem("reading an idempotency record", e))?;
-    match stored {
-        None => Ok(Replay::New),
-        Some(s) if s.request_hash == secrets::request_hash(body) => {
-            Ok(Replay::Answered(s.response))
-        }
-        Some(_) => Err(Problem::invalid(
-            "Idempotency-Key",
-            "was already used for a different request body; use a new key for a new request",
-        )),
-    }
-}
-
 async fn publish_one(
     req: HttpRequest,
+    tenant: TenantKey,
     path: web::Path<(String, String)>,
     body: web::Bytes,
     state: web::Data<AppState>,
     js: web::Data<WorkerJetStream>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, PublishError> {
     let http_in = crate::hops::now_ns();
-    let (tenant, room) = path.into_inner();
-    let tenant = require_tenant_key(&req, &state, &tenant).await?;
+    let (_, room) = path.into_inner();
     let key = idempotency_key(&req)?;
-    let input: NewEvent = parse_json(&body)?;
-    let valid = ValidEvent::parse(
-        None,
-        &room,
-        &input.event,
-        &input.data,
-        input.source.as_deref(),
-        state.settings.max_event_bytes,
-    )?;
-
-    if input.ephemeral {
-        let id = secrets::new_event_id();
-        let (room, event) = valid.into_proto(id.clone(), tenant.as_str(), now_ms(), true);
-        state
-            .bus
-            .client
-            .publish_with_headers(
-                subjects::room_ephemeral(&tenant, &room),
-                trace_headers(),
-                event.encode_to_vec().into(),
-            )
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "ephemeral publish failed");
-                Problem::unavailable("NATS is unreachable; the ephemeral event was not sent")
-            })?;
-        return Ok(HttpResponse::Accepted().json(json!({"id": id, "ephemeral": true})));
-    }
-
+    let input = json_body(&body)?;
+    let (valid, ephemeral) = parse_single(&room, &input, state.settings.max_event_bytes)?;
     let scope = format!("room:{}", valid.room);
-    if let Replay::Answered(body) = replay(&state, &tenant, &scope, key.as_deref(), &body).await? {
-        return Ok(HttpResponse::Created().json(body));
+    let request = Request {
+        state: &state,
+        js: &js,
+        tenant: &tenant,
+        scope: &scope,
+        key: key.as_deref(),
+        body: &body,
+        http_in,
+    };
+    if ephemeral {
+        let answer = request.ephemeral(valid).await?;
+        return Ok(HttpResponse::Accepted().json(answer));
     }
-    let id = match key.as_deref() {
-        Some(k) => secrets::idempotent_event_id(tenant.as_str(), &scope, k, 0),
-        None => secrets::new_event_id(),
-    };
-    let (room, event) = valid.into_proto(id.clone(), tenant.as_str(), now_ms(), false);
-    let ack = send_room_event_timed(&js.0, &tenant, &room, &event, state.hops.mark(http_in))
-        .await
-        .map_err(publish_problem)?
-        .await
-        .map_err(|e| publish_problem(e.into()))?;
-    let answer = Stored {
-        id,
-        seq: ack.sequence,
-    };
-    answer_stored(&state, &tenant, &scope, key.as_deref(), &body, &answer).await
+    let answer = request.store(vec![valid], Shape::One).await?;
+    Ok(HttpResponse::Created().json(answer))
 }
 
 async fn publish_batch(
     req: HttpRequest,
-    path: web::Path<String>,
+    tenant: TenantKey,
     body: web::Bytes,
     state: web::Data<AppState>,
     js: web::Data<WorkerJetStream>,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, PublishError> {
     let http_in = crate::hops::now_ns();
-    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
     let key = idempotency_key(&req)?;
-    let input: NewBatch = parse_json(&body)?;
-    let max = state.settings.max_batch_events;
-    if input.events.is_empty() || input.events.len() > max {
-        return Err(Problem::invalid(
-            "events",
-            format!("must hold 1 to {max} events"),
-        ));
-    }
-    // Validate everything before publishing anything.
-    let valid = input
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            ValidEvent::parse(
-                Some(i),
-                &e.room,
-                &e.event,
-                &e.data,
-                e.source.as_deref(),
-                state.settings.max_event_bytes,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let input = json_body(&body)?;
+    // Every event is checked before any is stored.
+    let events = parse_batch(
+        &input,
+        state.settings.max_batch_events,
+        state.settings.max_event_bytes,
+    )?;
+    let request = Request {
+        state: &state,
+        js: &js,
+        tenant: &tenant,
+        scope: "batch",
+        key: key.as_deref(),
+        body: &body,
+        http_in,
+    };
+    let answer = request.store(events, Shape::Batch).await?;
+    Ok(HttpResponse::Created().json(answer))
+}
 
-    let scope = "batch";
-    if let Replay::Answered(body) = replay(&state, &tenant, scope, key.as_deref(), &body).await? {
-        return Ok(HttpResponse::Created().json(body));
+/// How the answer is written: `{"id", "seq"}` for one event, `{"items":
+/// [{"id", "seq"}…]}` in request order for a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    One,
+    Batch,
+}
+
+fn answer(shape: Shape, ids: &[String], seqs: &[u64]) -> Value {
+    let items: Vec<Value> = ids
+        .iter()
+        .zip(seqs)
+        .map(|(id, seq)| json!({"id": id, "seq": seq}))
+        .collect();
+    match shape {
+        Shape::One => items.into_iter().next().unwrap_or(Value::Null),
+        Shape::Batch => json!({ "items": items }),
     }
-    let ts = now_ms();
-    // Send all, then collect the acks: the publishes are pipelined, and the
-    // answer is given only when every one is stored.
-    let mut pending = Vec::with_capacity(valid.len());
-    for (i, v) in valid.into_iter().enumerate() {
-        let id = match key.as_deref() {
-            Some(k) => secrets::idempotent_event_id(tenant.as_str(), scope, k, i),
-            None => secrets::new_event_id(),
+}
+
+/// Who holds a request's key, for the same body.
+enum Held {
+    /// This request: it publishes.
+    Mine,
+    /// An earlier one, which answered this.
+    Answered(Value),
+    /// An earlier one, claimed then, that left no answer.
+    Unanswered(SystemTime),
+}
+
+/// One request's way to the stream.
+struct Request<'a> {
+    state: &'a AppState,
+    js: &'a WorkerJetStream,
+    tenant: &'a TenantId,
+    scope: &'a str,
+    key: Option<&'a str>,
+    body: &'a [u8],
+    http_in: u64,
+}
+
+impl Request<'_> {
+    fn ids(&self, n: usize) -> Vec<String> {
+        match self.key {
+            Some(k) => (0..n)
+                .map(|i| secrets::idempotent_event_id(self.tenant.as_str(), self.scope, k, i))
+                .collect(),
+            None => (0..n).map(|_| secrets::new_event_id()).collect(),
+        }
+    }
+
+    /// Stores `events` and answers with their ids and sequences. With a
+    /// key the record is claimed first and completed after the store, and
+    /// a retry is answered from it, or settled against the stream.
+    async fn store(&self, events: Vec<ValidEvent>, shape: Shape) -> Result<Value, PublishError> {
+        let ids = self.ids(events.len());
+        let Some(key) = self.key else {
+            let seqs = self.publish(events, &ids, shape).await?;
+            return Ok(answer(shape, &ids, &seqs));
         };
-        let (room, event) = v.into_proto(id.clone(), tenant.as_str(), ts, false);
-        let ack = send_room_event_timed(&js.0, &tenant, &room, &event, state.hops.mark(http_in))
+        let seqs = match self.claim(key).await? {
+            Held::Answered(r) => return Ok(r),
+            Held::Mine => self.publish(events, &ids, shape).await?,
+            Held::Unanswered(claimed_at) => self.settle(events, &ids, shape, claimed_at).await?,
+        };
+        let answer = answer(shape, &ids, &seqs);
+        self.complete(key, &answer).await;
+        Ok(answer)
+    }
+
+    /// Claims `key` for this request, or says who holds it.
+    async fn claim(&self, key: &str) -> Result<Held, PublishError> {
+        let hash = secrets::request_hash(self.body);
+        let claim = self
+            .state
+            .repo
+            .claim_key(self.tenant.as_str(), self.scope, key, &hash)
             .await
-            .map_err(publish_problem)?;
-        pending.push((id, ack));
+            .map_err(PublishError::Record)?;
+        match claim {
+            Claim::New => Ok(Held::Mine),
+            Claim::Earlier { request_hash, .. } if request_hash != hash => {
+                Err(PublishError::KeyReused)
+            }
+            Claim::Earlier {
+                response: Some(r), ..
+            } => {
+                self.state.metrics.idempotent_replays.inc();
+                Ok(Held::Answered(r))
+            }
+            Claim::Earlier {
+                response: None,
+                claimed_at,
+                ..
+            } => Ok(Held::Unanswered(claimed_at.into())),
+        }
     }
-    let mut items = Vec::with_capacity(pending.len());
-    for (id, ack) in pending {
-        let ack = ack.await.map_err(|e| publish_problem(e.into()))?;
-        items.push(Stored {
-            id,
-            seq: ack.sequence,
-        });
+
+    /// Writes the answer to the key's record. The events are stored
+    /// whatever happens here, so the client is told so; a record that cannot
+    /// be written now is written later, and a retry meanwhile is settled
+    /// against the stream rather than stored again.
+    async fn complete(&self, key: &str, answer: &Value) {
+        let (tenant, scope) = (self.tenant.as_str(), self.scope);
+        if let Err(e) = self
+            .state
+            .repo
+            .complete_key(tenant, scope, key, answer)
+            .await
+        {
+            tracing::warn!(error = %e, tenant, scope, key, "events stored, their idempotency record not written yet; retrying in the background");
+            let (repo, tenant, scope, key, answer) = (
+                self.state.repo.clone(),
+                tenant.to_owned(),
+                scope.to_owned(),
+                key.to_owned(),
+                answer.clone(),
+            );
+            tokio::spawn(async move {
+                let mut wait = Duration::from_millis(200);
+                for _ in 0..40 {
+                    tokio::time::sleep(wait).await;
+                    if repo
+                        .complete_key(&tenant, &scope, &key, &answer)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                tracing::error!(
+                    tenant,
+                    scope,
+                    key,
+                    "an idempotency record could not be written; a retry of it is settled against the stream"
+                );
+            });
+        }
     }
-    let answer = StoredBatch { items };
-    answer_stored(&state, &tenant, scope, key.as_deref(), &body, &answer).await
+
+    /// An earlier attempt claimed the key and wrote no answer: it may have
+    /// stored the events, or not. Within JetStream's dedup window the same
+    /// ids are published again (what was stored is answered with its first
+    /// sequence, the rest is stored now); later, the stream is searched.
+    async fn settle(
+        &self,
+        events: Vec<ValidEvent>,
+        ids: &[String],
+        shape: Shape,
+        claimed_at: SystemTime,
+    ) -> Result<Vec<u64>, PublishError> {
+        let window = self.state.settings.streams.dedup_window;
+        let age = claimed_at.elapsed().unwrap_or_default();
+        if age + DEDUP_MARGIN < window {
+            return self.publish(events, ids, shape).await;
+        }
+        let subjects: Vec<String> = events
+            .iter()
+            .map(|e| subjects::room_event(self.tenant, &e.room))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let wanted: HashSet<String> = ids.iter().cloned().collect();
+        let found = nats::find_stored(
+            &self.state.bus.jetstream,
+            subjects::ROOMS_STREAM,
+            subjects,
+            claimed_at - CLOCK_SKEW,
+            &wanted,
+        )
+        .await
+        .map_err(PublishError::Lookup)?;
+        if found.seqs.len() == ids.len() {
+            return Ok(ids.iter().map(|id| found.seqs[id]).collect());
+        }
+        if found.seqs.is_empty() && !found.truncated {
+            // Never stored: no dedup window holds these ids any more, so
+            // this stores them once.
+            return self.publish(events, ids, shape).await;
+        }
+        Err(PublishError::Undecidable)
+    }
+
+    /// Publishes events one by one under `ids` (all sent, then all acks
+    /// awaited), for a batch JetStream refused because its ids are stored
+    /// already: each is a duplicate answered with its first sequence, and
+    /// nothing is stored again.
+    async fn publish_each(
+        &self,
+        protos: &[(
+            switchboard_proto::RoomName,
+            switchboard_proto::pb::RoomEvent,
+        )],
+    ) -> Result<Vec<u64>, PublishError> {
+        let mut acks = Vec::with_capacity(protos.len());
+        for (room, ev) in protos {
+            acks.push(
+                send_room_event_timed(&self.js.0, self.tenant, room, ev, None)
+                    .await
+                    .map_err(PublishError::Store)?,
+            );
+        }
+        let mut seqs = Vec::with_capacity(acks.len());
+        for ack in acks {
+            seqs.push(
+                ack.await
+                    .map_err(|e| PublishError::Store(e.into()))?
+                    .sequence,
+            );
+        }
+        Ok(seqs)
+    }
+
+    fn protos(
+        &self,
+        events: Vec<ValidEvent>,
+        ids: &[String],
+    ) -> Vec<(
+        switchboard_proto::RoomName,
+        switchboard_proto::pb::RoomEvent,
+    )> {
+        let ts = now_ms();
+        events
+            .into_iter()
+            .zip(ids)
+            .map(|(e, id)| e.into_proto(id.clone(), self.tenant.as_str(), ts, false))
+            .collect()
+    }
+
+    /// Stores the events under `ids`: one publish, or one atomic batch.
+    async fn publish(
+        &self,
+        events: Vec<ValidEvent>,
+        ids: &[String],
+        shape: Shape,
+    ) -> Result<Vec<u64>, PublishError> {
+        let protos = self.protos(events, ids);
+        if shape == Shape::Batch {
+            // Ids of a keyed batch already stored (a retry inside the dedup
+            // window whose record was lost): the batch is refused whole,
+            // and its sequences are learnt event by event.
+            return match self.publish_batch(&protos).await {
+                Err(PublishError::StoreBatch(e)) if e.is_duplicate() => {
+                    self.publish_each(&protos).await
+                }
+                other => other,
+            };
+        }
+        let (room, ev) = &protos[0];
+        let span = publish_span(1);
+        let timed = self.state.metrics.publish(PublishKind::Single);
+        let ack = async {
+            send_room_event_timed(
+                &self.js.0,
+                self.tenant,
+                room,
+                ev,
+                self.state.hops.mark(self.http_in),
+            )
+            .await?
+            .await
+            .map_err(PublishEventError::from)
+        }
+        .instrument(span)
+        .await;
+        let ack = timed.done(ack).map_err(PublishError::Store)?;
+        Ok(vec![ack.sequence])
+    }
+
+    async fn publish_batch(
+        &self,
+        protos: &[(
+            switchboard_proto::RoomName,
+            switchboard_proto::pb::RoomEvent,
+        )],
+    ) -> Result<Vec<u64>, PublishError> {
+        let span = publish_span(protos.len());
+        let timed = self.state.metrics.publish(PublishKind::Batch);
+        let client = self.js.client();
+        let started = std::time::Instant::now();
+        let result = async {
+            let mut wait = Duration::from_millis(5);
+            loop {
+                let messages = protos
+                    .iter()
+                    .map(|(room, ev)| {
+                        let mut headers = trace_headers();
+                        headers.insert(async_nats::header::NATS_MESSAGE_ID, ev.id.as_str());
+                        if let Some(ns) = self.state.hops.mark(self.http_in) {
+                            headers.insert(subjects::HOP_HEADER, ns.to_string().as_str());
+                        }
+                        Outgoing {
+                            subject: subjects::room_event(self.tenant, room),
+                            headers,
+                            payload: ev.encode_to_vec().into(),
+                        }
+                    })
+                    .collect();
+                match nats::publish_atomic_batch(&client, messages).await {
+                    Err(e) if e.is_busy() && started.elapsed() + wait < BUSY_RETRY_FOR => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    other => break other,
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        let ack = timed.done(result).map_err(PublishError::StoreBatch)?;
+        Ok((0..protos.len()).map(|i| ack.sequence(i)).collect())
+    }
+
+    /// An ephemeral event: sent to the room's members now, never stored.
+    /// With a key it is sent once: a retry gets the first answer and sends
+    /// nothing (an earlier attempt that left no answer may have sent it).
+    async fn ephemeral(&self, event: ValidEvent) -> Result<Value, PublishError> {
+        let id = self.ids(1).remove(0);
+        let answer = json!({"id": id, "ephemeral": true});
+        if let Some(key) = self.key {
+            match self.claim(key).await? {
+                Held::Mine => {}
+                Held::Answered(r) => return Ok(r),
+                // An earlier attempt may have sent it: at most once.
+                Held::Unanswered(_) => return Ok(answer),
+            }
+        }
+        let (room, event) = event.into_proto(id, self.tenant.as_str(), now_ms(), true);
+        let timed = self.state.metrics.publish(PublishKind::Ephemeral);
+        let sent = async {
+            self.state
+                .bus
+                .client
+                .publish_with_headers(
+                    subjects::room_ephemeral(self.tenant, &room),
+                    trace_headers(),
+                    event.encode_to_vec().into(),
+                )
+                .await
+        }
+        .instrument(publish_span(1))
+        .await;
+        timed.done(sent).map_err(PublishError::Ephemeral)?;
+        if let Some(key) = self.key {
+            self.complete(key, &answer).await;
+        }
+        Ok(answer)
+    }
+}
+
+/// The span of a publish when traces are exported (else a disabled one):
+/// the messages carry its context.
+fn publish_span(messages: usize) -> tracing::Span {
+    if switchboard_platform::telemetry::exporting() {
+        tracing::info_span!(
+            "jetstream.publish",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = subjects::ROOMS_STREAM,
+            messaging.batch.message_count = messages,
+        )
+    } else {
+        tracing::Span::none()
+    }
 }

@@ -1,5 +1,11 @@
-//! ingest's HTTP API, one file per resource. Each handler: parse → domain →
-//! repository/publish → response; every error is a problem+json [`Problem`].
+//! ingest's HTTP API, one file per resource. Every handler has one shape:
+//! its caller comes from an extractor ([`auth::TenantKey`], [`auth::Admin`]),
+//! the body is parsed ([`json_body`]: not JSON is `400`) and checked field by
+//! field (a broken rule is `422`, naming the field and the rule), then the
+//! domain, repository or publish step, then the answer. Each handler's
+//! failures are a typed error of its own, mapped to problem+json through
+//! [`ApiError`] (platform), which logs unexpected ones once.
+//!
 //! Every endpoint is listed once in [`endpoints`], which both mounts it and
 //! lets a test check that `/openapi.json` documents it.
 
@@ -14,70 +20,25 @@ pub mod suggestions;
 pub mod tokens;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use actix_web::http::Method;
-use actix_web::{Route, web};
+use actix_web::{HttpRequest, HttpResponse, Route, web};
 use chrono::{DateTime, Utc};
 use switchboard_platform::Problem;
-use switchboard_platform::nats::{Bus, PublishEventError};
-use switchboard_platform::problem::internal_error;
-use switchboard_platform::tenants::TenantDirectory;
+pub use switchboard_platform::problem::{ApiError, Invalid, NotJson, json_body};
 
-use crate::clock::Clock;
-use crate::config::Settings;
 use crate::domain::suggestion::cursor;
-use crate::keycache::KeyCache;
-use crate::ratelimit::RateLimiter;
-use crate::repository::{Repository, RepositoryError};
-
-/// JetStream on a NATS connection of the HTTP worker's own: a publish and
-/// its ack stay on the thread that serves the request. Through the shared
-/// connection (driven by the main runtime) every publish crossed threads
-/// twice, and at moderate rates those wake-ups cost ingest more than the
-/// request itself.
-#[derive(Clone)]
-pub struct WorkerJetStream(pub async_nats::jetstream::Context);
-
-/// What every handler reaches: the database, NATS, the settings, the clock
-/// and the tenants' limits.
-#[derive(Clone)]
-pub struct AppState {
-    pub repo: Repository,
-    pub bus: Bus,
-    pub settings: Arc<Settings>,
-    pub clock: Clock,
-    pub tenants: TenantDirectory,
-    pub limiter: Arc<RateLimiter>,
-    pub keys: KeyCache,
-    /// Which stored events are timed hop by hop.
-    pub hops: Arc<crate::hops::HopSampler>,
-}
+use crate::repository::RepositoryError;
 
 /// A database failure as the client sees it: `503` when PostgreSQL cannot be
-/// reached (retry), `500` with a logged id otherwise.
-pub fn repository_problem(context: &str, e: RepositoryError) -> Problem {
+/// reached (retry), unexpected (`500`, logged with an id) otherwise.
+pub fn repository_problem(e: &RepositoryError) -> Option<Problem> {
     match e {
-        RepositoryError::Pool(_) => {
-            tracing::warn!(error = %e, "{context}: database unavailable");
-            Problem::unavailable("the database is unreachable; nothing was stored, retry later")
-        }
-        RepositoryError::Query(_) => internal_error(context, &e),
+        RepositoryError::Pool(_) => Some(Problem::unavailable(
+            "the database is unreachable; nothing was stored, retry later",
+        )),
+        RepositoryError::Query(_) => None,
     }
-}
-
-/// A failed JetStream publish as the client sees it.
-pub fn publish_problem(e: PublishEventError) -> Problem {
-    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "publish to JetStream failed");
-    Problem::unavailable(
-        "the event store did not acknowledge; nothing is guaranteed stored, retry with the same Idempotency-Key",
-    )
-}
-
-/// Parses a JSON body with serde's message, which names the field and where.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request(format!("body is not valid JSON for this endpoint: {e}")))
 }
 
 pub const LIMIT_RULE: &str = "must be a whole number from 1 to 500";
@@ -89,18 +50,18 @@ pub type After = Option<(DateTime<Utc>, String)>;
 
 /// `limit` and `cursor` of a list: how many, and after which (created_at,
 /// id) position.
-pub fn page(query: &HashMap<String, String>) -> Result<(i64, After), Problem> {
+pub fn page(query: &HashMap<String, String>) -> Result<(i64, After), Invalid> {
     let limit = match query.get("limit") {
         None => DEFAULT_PAGE,
         Some(l) => l
             .parse::<i64>()
             .ok()
             .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| Problem::invalid("limit", LIMIT_RULE))?,
+            .ok_or_else(|| Invalid::new("limit", LIMIT_RULE))?,
     };
     let after = match query.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(cursor::decode(c).ok_or_else(|| Problem::invalid("cursor", cursor::RULE))?),
+        Some(c) => Some(cursor::decode(c).ok_or_else(|| Invalid::new("cursor", cursor::RULE))?),
     };
     Ok((limit, after))
 }
@@ -124,7 +85,7 @@ impl Endpoint {
 
 /// Every endpoint of ingest's API (operational ones are in the platform).
 ///
-/// The router tries routes in this order, running each dynamic path's regex
+/// The router tries paths in this order, running each dynamic path's regex
 /// until one matches, so the hot path (events) comes first: behind the other
 /// resources it spent about 15% of ingest's CPU failing their regexes.
 pub fn endpoints() -> Vec<Endpoint> {
@@ -143,8 +104,66 @@ pub fn endpoints() -> Vec<Endpoint> {
     .collect()
 }
 
+/// Mounts every endpoint, one resource per path: a method the path does
+/// not take is answered `405` with `Allow` naming those it does.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<(&'static str, Vec<Endpoint>)> = Vec::new();
     for e in endpoints() {
-        cfg.route(e.path, (e.mount)(web::route().method(e.method)));
+        match paths.iter_mut().find(|(p, _)| *p == e.path) {
+            Some((_, list)) => list.push(e),
+            None => paths.push((e.path, vec![e])),
+        }
+    }
+    for (path, list) in paths {
+        let allow: Vec<&'static str> = list.iter().map(|e| method_name(&e.method)).collect();
+        let mut resource = web::resource(path);
+        for e in list {
+            resource = resource.route((e.mount)(web::route().method(e.method)));
+        }
+        cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move { not_allowed(&req, &allow) }
+        })));
+    }
+}
+
+fn not_allowed(req: &HttpRequest, allow: &[&str]) -> Result<HttpResponse, Problem> {
+    Err(Problem::method_not_allowed(req.method().as_str(), allow))
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OPTIONS",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::dev::ResourceDef;
+
+    /// Paths are tried in order: one that an earlier pattern matches would
+    /// be answered `405` (or by the wrong handler).
+    #[test]
+    fn no_path_is_taken_by_an_earlier_pattern() {
+        let mut seen: Vec<&'static str> = Vec::new();
+        for e in super::endpoints() {
+            if seen.contains(&e.path) {
+                continue;
+            }
+            let literal = e.path.replace(['{', '}'], "");
+            for earlier in &seen {
+                assert!(
+                    !ResourceDef::new(*earlier).is_match(&literal),
+                    "{} is listed after {earlier}, which matches it",
+                    e.path
+                );
+            }
+            seen.push(e.path);
+        }
     }
 }

@@ -44,6 +44,16 @@ mod tests {
                 e.method,
                 e.path
             );
+            if op["requestBody"].is_object() {
+                for status in ["400", "422"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{} {} takes a body but does not document {status}",
+                        e.method,
+                        e.path
+                    );
+                }
+            }
         }
     }
 }

@@ -4,17 +4,20 @@
 //! Of two concurrent writes, the KV keeps the one with the higher `seq`.
 
 use actix_web::http::Method;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
-use switchboard_platform::Problem;
-use switchboard_platform::nats::publish_room_event;
+use switchboard_platform::nats::{PublishEventError, publish_room_event};
+use switchboard_platform::{Problem, api_error};
 use switchboard_proto::room_state::RoomState;
 use switchboard_proto::{RoomName, pb, subjects};
+use tracing::Instrument as _;
 
-use super::auth::require_tenant_key;
-use super::{AppState, Endpoint, parse_json, publish_problem};
+use super::auth::TenantKey;
+use super::{ApiError, Endpoint, Invalid, NotJson, json_body};
 use crate::domain::fields::Fields;
 use crate::domain::secrets;
+use crate::metrics::PublishKind;
+use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![Endpoint::new(
@@ -24,32 +27,70 @@ pub fn endpoints() -> Vec<Endpoint> {
     )]
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    NotJson(#[from] NotJson),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("JetStream did not store the state.updated event")]
+    Publish(#[source] PublishEventError),
+    #[error("the state store (KV SB_ROOM_STATE) failed after seq {seq} was stored")]
+    Store {
+        seq: u64,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("the room's state is being written concurrently after seq {seq} was stored")]
+    Contended { seq: u64 },
+}
+
+impl ApiError for StateError {
+    fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            Self::NotJson(e) => e.into(),
+            Self::Invalid(e) => e.into(),
+            Self::Publish(_) => Problem::unavailable(
+                "the event store did not acknowledge; the state was not changed, retry",
+            ),
+            Self::Store { seq, .. } | Self::Contended { seq } => Problem::unavailable(format!(
+                "the state.updated event was stored (seq {seq}) but the room state store (NATS KV) did not take the state; retry the PUT"
+            )),
+        })
+    }
+}
+
+api_error!(StateError);
+
 /// Compare-and-set attempts before giving up on a hot key.
 const CAS_ATTEMPTS: usize = 10;
 
 async fn put_state(
-    req: HttpRequest,
+    tenant: TenantKey,
     path: web::Path<(String, String)>,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let (tenant, room) = path.into_inner();
-    let tenant = require_tenant_key(&req, &state, &tenant).await?;
+) -> Result<HttpResponse, StateError> {
+    let (_, room) = path.into_inner();
     let room = RoomName::parse(room)
-        .map_err(|e| Problem::invalid("room", format!("must match {}", e.rule)))?;
-    let input: Value = parse_json(&body)?;
+        .map_err(|e| Invalid::new("room", format!("must match {}", e.rule)))?;
+    let input = json_body(&body)?;
     let f = Fields::object(&input, "", "", &["data"])?;
     let data = input.get("data").cloned().unwrap_or(Value::Null);
     if input.get("data").is_none() {
-        return Err(f.invalid("data", "is required (any JSON value, null included)"));
+        return Err(f
+            .invalid("data", "is required (any JSON value, null included)")
+            .into());
     }
     let bytes = serde_json::to_vec(&data).expect("a JSON value always serializes");
     let max = state.settings.max_event_bytes;
     if bytes.len() > max {
-        return Err(f.invalid(
-            "data",
-            format!("must be at most {max} bytes of JSON (was {})", bytes.len()),
-        ));
+        return Err(f
+            .invalid(
+                "data",
+                format!("must be at most {max} bytes of JSON (was {})", bytes.len()),
+            )
+            .into());
     }
 
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -63,9 +104,11 @@ async fn put_state(
         ts_unix_ms: now_ms,
         ..Default::default()
     };
+    let timed = state.metrics.publish(PublishKind::State);
     let ack = publish_room_event(&state.bus.jetstream, &tenant, &room, &event)
-        .await
-        .map_err(publish_problem)?;
+        .instrument(publish_span())
+        .await;
+    let ack = timed.done(ack).map_err(StateError::Publish)?;
     let value = RoomState {
         seq: ack.sequence,
         data,
@@ -79,11 +122,17 @@ async fn put_state(
     Ok(HttpResponse::Ok().json(json!({"room": room, "seq": ack.sequence})))
 }
 
-fn kv_problem(e: &dyn std::error::Error) -> Problem {
-    tracing::warn!(error = %e, "writing KV SB_ROOM_STATE failed");
-    Problem::unavailable(
-        "the room state store (NATS KV) did not take the state; the state.updated event was stored, retry",
-    )
+/// The span of the publish when traces are exported.
+fn publish_span() -> tracing::Span {
+    if switchboard_platform::telemetry::exporting() {
+        tracing::info_span!(
+            "jetstream.publish",
+            otel.kind = "producer",
+            messaging.system = "nats"
+        )
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// Writes `value` unless the key already holds a newer state.
@@ -92,10 +141,13 @@ async fn write_newest(
     key: &str,
     seq: u64,
     value: bytes::Bytes,
-) -> Result<(), Problem> {
+) -> Result<(), StateError> {
     let kv = &state.bus.room_state;
     for _ in 0..CAS_ATTEMPTS {
-        let current = kv.entry(key).await.map_err(|e| kv_problem(&e))?;
+        let current = kv.entry(key).await.map_err(|e| StateError::Store {
+            seq,
+            source: Box::new(e),
+        })?;
         let written = match current {
             Some(entry) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
                 let newer =
@@ -112,7 +164,5 @@ async fn write_newest(
             return Ok(());
         }
     }
-    Err(Problem::unavailable(
-        "the room's state is being written concurrently; retry",
-    ))
+    Err(StateError::Contended { seq })
 }

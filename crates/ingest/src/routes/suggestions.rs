@@ -8,12 +8,12 @@ use std::collections::{HashMap, HashSet};
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
-use switchboard_platform::Problem;
+use switchboard_platform::{Problem, api_error};
 use switchboard_proto::TenantId;
 
-use super::auth::require_tenant_key;
+use super::auth::TenantKey;
 use super::events::idempotency_key;
-use super::{AppState, Endpoint, page, parse_json, repository_problem};
+use super::{ApiError, Endpoint, Invalid, NotJson, json_body, page, repository_problem};
 use crate::delivery::deliver_now;
 use crate::domain::fields::{Fields, text};
 use crate::domain::notification::{Preferences, severity_of};
@@ -23,11 +23,13 @@ use crate::domain::suggestion::{
     Status, USER_ID_RULE, cursor, parse_user_id, valid_agent_type, valid_batch_id,
 };
 use crate::outbound::{publish_announcements, suggestion_json};
+use crate::repository::RepositoryError;
 use crate::repository::announcements::AnnouncementRow;
 use crate::repository::notifications::NotificationRow;
 use crate::repository::suggestions::{
     CreateOutcome, IdempotencyRecord, NewResponse, RespondOutcome, SuggestionFilter, SuggestionRow,
 };
+use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -37,14 +39,15 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suggestions", |r| {
             r.to(list)
         }),
-        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suggestions/{id}", |r| {
-            r.to(get_one)
-        }),
+        // Before `/suggestions/{id}`, which would take it.
         Endpoint::new(
             Method::POST,
             "/v1/tenants/{tenant}/suggestions/responses",
             |r| r.to(respond_many),
         ),
+        Endpoint::new(Method::GET, "/v1/tenants/{tenant}/suggestions/{id}", |r| {
+            r.to(get_one)
+        }),
         Endpoint::new(
             Method::POST,
             "/v1/tenants/{tenant}/suggestions/{id}/responses",
@@ -52,6 +55,48 @@ pub fn endpoints() -> Vec<Endpoint> {
         ),
     ]
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuggestionError {
+    #[error(transparent)]
+    NotJson(#[from] NotJson),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("the Idempotency-Key was already used for a different request body")]
+    KeyReused,
+    #[error("tenant '{tenant}' has no suggestion '{id}'")]
+    NotFound { tenant: TenantId, id: String },
+    #[error("suggestion '{id}' is {current}; '{action}' is not possible from there")]
+    Conflict {
+        id: String,
+        action: &'static str,
+        current: String,
+    },
+    #[error("the suggestion store failed")]
+    Repository(#[from] RepositoryError),
+}
+
+impl ApiError for SuggestionError {
+    fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            Self::NotJson(e) => e.into(),
+            Self::Invalid(e) => e.into(),
+            Self::KeyReused => Problem::invalid(
+                "Idempotency-Key",
+                "was already used for a different request body; use a new key for a new request",
+            ),
+            Self::NotFound { .. } => Problem::not_found(self.to_string()),
+            Self::Conflict { current, .. } => {
+                let mut p = Problem::conflict(self.to_string()).with_field("action");
+                p.current_status = Some(current.clone());
+                p
+            }
+            Self::Repository(e) => return repository_problem(e),
+        })
+    }
+}
+
+api_error!(SuggestionError);
 
 const SUGGESTIONS_RULE: &str = "must be a list of suggestions";
 const NOTE_RULE: &str = "must be at most 2000 characters";
@@ -65,23 +110,24 @@ fn new_id(prefix: &str) -> String {
 
 async fn create(
     req: HttpRequest,
-    path: web::Path<String>,
+    tenant: TenantKey,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+) -> Result<HttpResponse, SuggestionError> {
     let key = idempotency_key(&req)?;
-    let input: Value = parse_json(&body)?;
+    let input = json_body(&body)?;
     let f = Fields::object(&input, "", "", &["batch_id", "suggestions"])?;
     let batch_id = match f.opt_str("batch_id", BATCH_ID_RULE)? {
         Some(b) if valid_batch_id(b) => b.to_owned(),
-        Some(_) => return Err(f.invalid("batch_id", BATCH_ID_RULE)),
+        Some(_) => return Err(f.invalid("batch_id", BATCH_ID_RULE).into()),
         None => new_id("bat"),
     };
     let list = f.array("suggestions", SUGGESTIONS_RULE)?;
     let max = state.settings.max_batch_events;
     if list.is_empty() || list.len() > max {
-        return Err(f.invalid("suggestions", format!("must hold 1 to {max} suggestions")));
+        return Err(f
+            .invalid("suggestions", format!("must hold 1 to {max} suggestions"))
+            .into());
     }
     let now = state.clock.now();
     let parsed = list
@@ -95,10 +141,12 @@ async fn create(
         let stored = state
             .repo
             .idempotent_response(tenant.as_str(), IDEMPOTENCY_SCOPE, k)
-            .await
-            .map_err(|e| repository_problem("reading an idempotency record", e))?;
+            .await?;
         if let Some(s) = stored {
-            return replayed(&request_hash, &s.request_hash, s.response);
+            let response = s
+                .response
+                .expect("suggestion records are written whole, in their batch's transaction");
+            return replayed(&state, &request_hash, &s.request_hash, response);
         }
     }
 
@@ -149,14 +197,13 @@ async fn create(
                 response: &response,
             }),
         )
-        .await
-        .map_err(|e| repository_problem("storing suggestions", e))?;
+        .await?;
     if let CreateOutcome::Replayed {
         request_hash: stored_hash,
         response,
     } = outcome
     {
-        return replayed(&request_hash, &stored_hash, response);
+        return replayed(&state, &request_hash, &stored_hash, response);
     }
     tracing::info!(tenant = %tenant, batch = %batch_id, count = rows.len(), "suggestions stored");
 
@@ -174,16 +221,15 @@ async fn create(
 /// first attempt's announcements are in the outbox, published by it or by
 /// the background loop).
 fn replayed(
+    state: &AppState,
     request_hash: &[u8],
     stored_hash: &[u8],
     response: Value,
-) -> Result<HttpResponse, Problem> {
+) -> Result<HttpResponse, SuggestionError> {
     if request_hash != stored_hash {
-        return Err(Problem::invalid(
-            "Idempotency-Key",
-            "was already used for a different request body; use a new key for a new request",
-        ));
+        return Err(SuggestionError::KeyReused);
     }
+    state.metrics.idempotent_replays.inc();
     Ok(HttpResponse::Created().json(response))
 }
 
@@ -194,17 +240,13 @@ async fn notifications_for(
     state: &AppState,
     tenant: &TenantId,
     rows: &[SuggestionRow],
-) -> Result<Vec<NotificationRow>, Problem> {
+) -> Result<Vec<NotificationRow>, RepositoryError> {
     let users: HashSet<&str> = rows.iter().filter_map(|r| r.user_id.as_deref()).collect();
     if users.is_empty() {
         return Ok(Vec::new());
     }
     let users: Vec<&str> = users.into_iter().collect();
-    let stored = state
-        .repo
-        .preferences_of(tenant.as_str(), &users)
-        .await
-        .map_err(|e| repository_problem("reading notification preferences", e))?;
+    let stored = state.repo.preferences_of(tenant.as_str(), &users).await?;
     let prefs: HashMap<String, Preferences> = stored
         .into_iter()
         .filter_map(|(u, v)| Some((u, serde_json::from_value(v).ok()?)))
@@ -247,12 +289,10 @@ async fn notifications_for(
 }
 
 async fn list(
-    req: HttpRequest,
-    path: web::Path<String>,
+    tenant: TenantKey,
     query: web::Query<HashMap<String, String>>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
+) -> Result<HttpResponse, SuggestionError> {
     let (limit, after) = page(&query)?;
     let get = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
     let filter = SuggestionFilter {
@@ -260,7 +300,7 @@ async fn list(
             .map(|s| {
                 Status::parse(&s)
                     .map(|s| s.as_str().to_owned())
-                    .ok_or_else(|| Problem::invalid("status", STATUS_RULE))
+                    .ok_or_else(|| Invalid::new("status", STATUS_RULE))
             })
             .transpose()?,
         agent_type: get("agent_type")
@@ -268,7 +308,7 @@ async fn list(
                 if valid_agent_type(&a) {
                     Ok(a)
                 } else {
-                    Err(Problem::invalid(
+                    Err(Invalid::new(
                         "agent_type",
                         crate::domain::suggestion::AGENT_TYPE_RULE,
                     ))
@@ -279,22 +319,21 @@ async fn list(
             .map(|p| {
                 Priority::parse(&p)
                     .map(|p| p.as_str().to_owned())
-                    .ok_or_else(|| Problem::invalid("priority", PRIORITY_RULE))
+                    .ok_or_else(|| Invalid::new("priority", PRIORITY_RULE))
             })
             .transpose()?,
         user_id: get("user_id")
             .map(|u| {
                 parse_user_id(&u)
                     .map(|_| u.clone())
-                    .ok_or_else(|| Problem::invalid("user_id", USER_ID_RULE))
+                    .ok_or_else(|| Invalid::new("user_id", USER_ID_RULE))
             })
             .transpose()?,
     };
     let rows = state
         .repo
         .list_suggestions(tenant.as_str(), &filter, after, limit + 1)
-        .await
-        .map_err(|e| repository_problem("listing suggestions", e))?;
+        .await?;
     Ok(HttpResponse::Ok().json(cursor::page(
         rows,
         limit,
@@ -304,22 +343,18 @@ async fn list(
 }
 
 async fn get_one(
-    req: HttpRequest,
+    tenant: TenantKey,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let (tenant, id) = path.into_inner();
-    let tenant = require_tenant_key(&req, &state, &tenant).await?;
-    let row = state
-        .repo
-        .suggestion(tenant.as_str(), &id)
-        .await
-        .map_err(|e| repository_problem("reading a suggestion", e))?;
+) -> Result<HttpResponse, SuggestionError> {
+    let (_, id) = path.into_inner();
+    let row = state.repo.suggestion(tenant.as_str(), &id).await?;
     match row {
         Some(row) => Ok(HttpResponse::Ok().json(suggestion_json(&row))),
-        None => Err(Problem::not_found(format!(
-            "tenant '{tenant}' has no suggestion '{id}'"
-        ))),
+        None => Err(SuggestionError::NotFound {
+            tenant: tenant.0,
+            id,
+        }),
     }
 }
 
@@ -330,7 +365,7 @@ struct ValidResponse {
     note: Option<String>,
 }
 
-fn parse_response(f: &Fields<'_>) -> Result<ValidResponse, Problem> {
+fn parse_response(f: &Fields<'_>) -> Result<ValidResponse, Invalid> {
     let action = Action::parse(f.str("action", ACTION_RULE)?)
         .ok_or_else(|| f.invalid("action", ACTION_RULE))?;
     let user_id = f.str("user_id", USER_ID_RULE)?;
@@ -363,7 +398,7 @@ async fn apply(
     tenant: &TenantId,
     suggestion_id: &str,
     r: &ValidResponse,
-) -> Result<Applied, Problem> {
+) -> Result<Applied, RepositoryError> {
     if suggestion_id.is_empty() || suggestion_id.len() > 128 {
         return Ok(Applied::NotFound);
     }
@@ -387,8 +422,7 @@ async fn apply(
                 at: state.clock.now(),
             },
         )
-        .await
-        .map_err(|e| repository_problem("responding to a suggestion", e))?;
+        .await?;
     Ok(match outcome {
         RespondOutcome::Updated { suggestion, from } => {
             tracing::info!(
@@ -412,25 +446,22 @@ async fn apply(
     })
 }
 
-fn conflict(action: Action, id: &str, current: &str) -> Problem {
-    let mut p = Problem::conflict(format!(
-        "suggestion '{id}' is {current}; '{}' is not possible from there",
-        action.as_str()
-    ))
-    .with_field("action");
-    p.current_status = Some(current.to_owned());
-    p
+fn conflict(action: Action, id: &str, current: &str) -> SuggestionError {
+    SuggestionError::Conflict {
+        id: id.to_owned(),
+        action: action.as_str(),
+        current: current.to_owned(),
+    }
 }
 
 async fn respond_one(
-    req: HttpRequest,
+    tenant: TenantKey,
     path: web::Path<(String, String)>,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let (tenant, id) = path.into_inner();
-    let tenant = require_tenant_key(&req, &state, &tenant).await?;
-    let input: Value = parse_json(&body)?;
+) -> Result<HttpResponse, SuggestionError> {
+    let (_, id) = path.into_inner();
+    let input = json_body(&body)?;
     let f = Fields::object(&input, "", "", &["action", "user_id", "note"])?;
     let r = parse_response(&f)?;
     match apply(&state, &tenant, &id, &r).await? {
@@ -442,9 +473,10 @@ async fn respond_one(
             Ok(HttpResponse::Ok().json(suggestion))
         }
         Applied::Conflict(current) => Err(conflict(r.action, &id, &current)),
-        Applied::NotFound => Err(Problem::not_found(format!(
-            "tenant '{tenant}' has no suggestion '{id}'"
-        ))),
+        Applied::NotFound => Err(SuggestionError::NotFound {
+            tenant: tenant.0,
+            id,
+        }),
     }
 }
 
@@ -454,13 +486,11 @@ async fn respond_one(
 /// "note"?}]}`). Each is applied on its own; the answer says, in request
 /// order, which were updated, which conflicted and which were not found.
 async fn respond_many(
-    req: HttpRequest,
-    path: web::Path<String>,
+    tenant: TenantKey,
     body: web::Bytes,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let tenant = require_tenant_key(&req, &state, &path.into_inner()).await?;
-    let input: Value = parse_json(&body)?;
+) -> Result<HttpResponse, SuggestionError> {
+    let input = json_body(&body)?;
     let f = Fields::object(
         &input,
         "",
@@ -473,7 +503,9 @@ async fn respond_many(
             .into_iter()
             .find(|k| f.get(k).is_some())
         {
-            return Err(f.invalid(other, "must not be given together with responses"));
+            return Err(f
+                .invalid(other, "must not be given together with responses")
+                .into());
         }
         for (i, v) in f
             .array("responses", "must be a list of responses")?
@@ -494,7 +526,7 @@ async fn respond_many(
         let ids = f.array("suggestion_ids", "must be a list of suggestion ids")?;
         for (i, v) in ids.iter().enumerate() {
             let id = v.as_str().ok_or_else(|| {
-                Problem::invalid(format!("suggestion_ids[{i}]"), "must be a suggestion id")
+                Invalid::new(format!("suggestion_ids[{i}]"), "must be a suggestion id")
             })?;
             wanted.push((id.to_owned(), parse_response(&f)?));
         }
@@ -505,14 +537,16 @@ async fn respond_many(
         } else {
             "suggestion_ids"
         };
-        return Err(f.invalid(
-            field,
-            format!("must name 1 to {MAX_BATCH_RESPONSES} suggestions"),
-        ));
+        return Err(f
+            .invalid(
+                field,
+                format!("must name 1 to {MAX_BATCH_RESPONSES} suggestions"),
+            )
+            .into());
     }
 
     let mut items = Vec::with_capacity(wanted.len());
-    let (mut succeeded, mut conflicted, mut not_found) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut succeeded, mut conflicted, mut not_found) = (0, 0, 0);
     let mut announce = Vec::new();
     for (id, r) in &wanted {
         match apply(&state, &tenant, id, r).await? {
@@ -521,16 +555,16 @@ async fn respond_many(
                 suggestion,
             } => {
                 items.push(json!({"id": id, "result": "updated", "status": suggestion["status"], "suggestion": suggestion}));
-                succeeded.push(id.clone());
+                succeeded += 1;
                 announce.push(announcement);
             }
             Applied::Conflict(current) => {
                 items.push(json!({"id": id, "result": "conflict", "status": current, "current_status": current}));
-                conflicted.push(id.clone());
+                conflicted += 1;
             }
             Applied::NotFound => {
                 items.push(json!({"id": id, "result": "not_found"}));
-                not_found.push(id.clone());
+                not_found += 1;
             }
         }
     }

@@ -5,10 +5,13 @@
 mod admin;
 mod api_keys;
 mod auth;
+mod batches;
 mod client_limits;
 mod events;
 mod gateway;
 mod helpers;
+mod http_answers;
+mod idempotency;
 mod membership;
 mod notifications;
 mod operations;
