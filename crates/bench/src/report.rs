@@ -176,8 +176,9 @@ fn trickle_table(lines: &[Value]) -> String {
          same fan-out shape and at the same rate. Hops are p50 / p99 in ms over the events \
          ingest sampled (`SB_HOP_SAMPLE`): *ingest → stored* is HTTP in to JetStream's store \
          time, *stored → room* the RePublish, the live connection and the room task's \
-         wake-up, *room → written* the room task handing every member its frame, *per \
-         member* that divided by the members.\n\n",
+         wake-up, *room → written* the room task handing every member its frame and the \
+         flusher writing it (to the point its thread's flusher passed it), *per member* that \
+         divided by the members.\n\n",
         t["results"]["pinned"].as_str().unwrap_or("pinning unknown"),
         t["results"]["step_secs"]
     );

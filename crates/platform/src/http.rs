@@ -268,13 +268,20 @@ pub async fn observe(
         header("traceparent").and_then(|tp| telemetry::parse_traceparent(tp, header("tracestate")));
     let method = req.method().clone();
     let res = if telemetry::exporting() {
+        // The span's name is fixed when it starts: the route is looked up
+        // first (routing itself comes later, inside `next`).
+        let route = req.resource_map().match_pattern(req.path());
+        let name = match &route {
+            Some(r) => format!("{method} {r}"),
+            None => method.to_string(),
+        };
         let span = tracing::info_span!(
             "http.request",
             otel.kind = "server",
-            otel.name = %method,
+            otel.name = %name,
             http.request.method = %method,
+            http.route = route.as_deref().unwrap_or(""),
             url.path = %req.path(),
-            http.route = Empty,
             http.response.status_code = Empty,
             otel.status_code = Empty,
         );
@@ -283,10 +290,6 @@ pub async fn observe(
         }
         let res = next.call(req).instrument(span.clone()).await;
         if let Ok(r) = &res {
-            if let Some(route) = r.request().match_pattern() {
-                span.record("otel.name", format!("{method} {route}"));
-                span.record("http.route", route);
-            }
             span.record("http.response.status_code", r.status().as_u16());
             if r.status().is_server_error() {
                 span.record("otel.status_code", "error");

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
@@ -218,9 +218,7 @@ pub fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<
             vec!["traceparent", "tracestate"]
         }
     }
-    let cx = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&One(traceparent, tracestate))
-    });
+    let cx = TraceContextPropagator::new().extract(&One(traceparent, tracestate));
     let sc = cx.span().span_context().clone();
     sc.is_valid().then_some(sc)
 }
@@ -240,16 +238,14 @@ pub fn inject_current(mut set: impl FnMut(&'static str, String)) {
     if exporting() {
         let cx = tracing::Span::current().context();
         if cx.span().span_context().is_valid() {
-            opentelemetry::global::get_text_map_propagator(|p| {
-                p.inject_context(
-                    &cx,
-                    &mut FnInjector(|k: &str, v: String| match k {
-                        "traceparent" => set("traceparent", v),
-                        "tracestate" => set("tracestate", v),
-                        _ => {}
-                    }),
-                )
-            });
+            TraceContextPropagator::new().inject_context(
+                &cx,
+                &mut FnInjector(|k: &str, v: String| match k {
+                    "traceparent" => set("traceparent", v),
+                    "tracestate" => set("tracestate", v),
+                    _ => {}
+                }),
+            );
             return;
         }
     }
@@ -271,9 +267,7 @@ impl Extractor for HeaderExtractor<'_> {
 /// Call it before the span is entered.
 pub fn set_parent_from(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
     if let Some(headers) = headers {
-        let cx = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(headers))
-        });
+        let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         let _ = span.set_parent(cx);
     }
 }
@@ -290,7 +284,6 @@ mod tests {
 
     #[tokio::test]
     async fn messages_carry_the_requests_trace_id_under_a_span_id_of_their_own() {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let parent = parse_traceparent(caller, None).expect("a valid traceparent");
         let tp = with_request_trace(Some(parent.clone()), async { traceparent() }).await;

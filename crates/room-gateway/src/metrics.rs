@@ -4,10 +4,12 @@
 //! Ingest marks a sample of the events it stores with the time its HTTP
 //! request arrived (`subjects::HOP_HEADER`); JetStream's RePublish adds when
 //! it stored them (`Nats-Time-Stamp`). For those events the room task
-//! records when it took them up and when every member had been handed its
-//! frame, so the path HTTP in → stored → room task → every member's outbox
-//! can be read hop by hop. All clocks are wall clocks: meaningful on one machine, or
-//! with synchronised ones.
+//! records when it took them up, when every member had been handed its
+//! frame, and — through a marker its thread's flusher reaches after the
+//! writes queued before it — when they were written, so the path HTTP in →
+//! stored → room task → every member's outbox → on the wire can be read hop
+//! by hop. All clocks are wall clocks: meaningful on one machine, or with
+//! synchronised ones.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -117,7 +119,10 @@ pub struct HopSample {
     /// HTTP in → taken up by the room's task.
     pub http_to_room_us: i64,
     /// Taken up → every member handed its frame (queued in its outbox for
-    /// the flusher, which writes it next, or behind what it has not read).
+    /// the flusher, or behind what it has not read).
+    pub room_to_queued_us: i64,
+    /// Taken up → the flusher has written what was queued (to every member
+    /// that reads; a member that does not keeps it waiting in its outbox).
     pub room_to_written_us: i64,
     pub members: usize,
 }
@@ -131,6 +136,7 @@ impl HopSample {
         http_in_unix_ns: u64,
         stored: Option<DateTime<Utc>>,
         at_room: DateTime<Utc>,
+        queued: DateTime<Utc>,
         written: DateTime<Utc>,
         members: usize,
     ) -> Self {
@@ -139,6 +145,7 @@ impl HopSample {
             http_to_stored_us: stored.map(|s| us_between(http_in, s)),
             stored_to_room_us: stored.map(|s| us_between(s, at_room)),
             http_to_room_us: us_between(http_in, at_room),
+            room_to_queued_us: us_between(at_room, queued),
             room_to_written_us: us_between(at_room, written),
             members,
         }
@@ -198,6 +205,7 @@ impl Hops {
             "http_to_stored": summary(samples.iter().filter_map(|s| s.http_to_stored_us).collect()),
             "stored_to_room": summary(samples.iter().filter_map(|s| s.stored_to_room_us).collect()),
             "http_to_room": summary(samples.iter().map(|s| s.http_to_room_us).collect()),
+            "room_to_queued": summary(samples.iter().map(|s| s.room_to_queued_us).collect()),
             "room_to_written": summary(samples.iter().map(|s| s.room_to_written_us).collect()),
             "written_per_member": summary(per_member),
         })

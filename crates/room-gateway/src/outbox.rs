@@ -461,8 +461,15 @@ pub struct Flusher {
     inner: Arc<FlusherInner>,
 }
 
+/// What a flusher does next: write an outbox, or run what was to follow
+/// every write listed before it.
+enum Visit {
+    Outbox(Arc<Outbox>),
+    Then(Box<dyn FnOnce() + Send>),
+}
+
 struct FlusherInner {
-    listed: Mutex<VecDeque<Arc<Outbox>>>,
+    listed: Mutex<VecDeque<Visit>>,
     /// Rung when an outbox is listed; the task re-checks the list after
     /// every ring, so none is missed.
     bell: tokio::sync::Notify,
@@ -498,7 +505,7 @@ impl Flusher {
                     .expect("flusher list lock is never poisoned")
                     .pop_front();
                 match next {
-                    Some(outbox) => {
+                    Some(Visit::Outbox(outbox)) => {
                         outbox.flush();
                         visits += 1;
                         if visits.is_multiple_of(FLUSH_BEFORE_YIELD) {
@@ -507,6 +514,7 @@ impl Flusher {
                             tokio::task::yield_now().await;
                         }
                     }
+                    Some(Visit::Then(f)) => f(),
                     None => inner.bell.notified().await,
                 }
             }
@@ -514,12 +522,24 @@ impl Flusher {
         f
     }
 
-    fn list(&self, outbox: Arc<Outbox>) {
+    fn push(&self, visit: Visit) {
         self.inner
             .listed
             .lock()
             .expect("flusher list lock is never poisoned")
-            .push_back(outbox);
+            .push_back(visit);
         self.inner.bell.notify_one();
+    }
+
+    fn list(&self, outbox: Arc<Outbox>) {
+        self.push(Visit::Outbox(outbox));
+    }
+
+    /// Runs `f` once this flusher has written every outbox listed with it
+    /// so far: when what a room just queued on this thread is on the wire
+    /// (or waits for a client that does not read). It times sampled events
+    /// and ends their traces' write spans.
+    pub fn then(&self, f: impl FnOnce() + Send + 'static) {
+        self.push(Visit::Then(Box::new(f)));
     }
 }

@@ -22,7 +22,9 @@ use super::{Room, RoomHub};
 use crate::bus::{Bus, BusError, Stored, header_u64};
 use crate::history::Entry;
 use crate::metrics::{GatewayMetrics, HopSample};
+use crate::outbox::Flusher;
 use crate::protocol::{CloseCode, EventFrame, ServerFrame};
+use switchboard_platform::telemetry;
 
 /// How long a room must be quiet after a possible loss before it checks
 /// for a lost tail.
@@ -61,8 +63,9 @@ impl RoomTask {
     }
 
     /// Delivers stored events (in order) to the members — each member's
-    /// share in one push — and keeps them for replays; hop samples among
-    /// them are recorded once written.
+    /// share in one push — and keeps them for replays. Hop samples and
+    /// traced events among them are finished once the flusher has written
+    /// what was queued.
     fn deliver(&self, batch: &mut Vec<Ready>) {
         if batch.is_empty() {
             return;
@@ -88,13 +91,18 @@ impl RoomTask {
                 self.metrics(),
             )
         };
-        let written = chrono::Utc::now();
+        let queued = chrono::Utc::now();
+        let mut written: Vec<(HopTimes, usize)> = Vec::new();
+        let mut spans: Vec<tracing::Span> = Vec::new();
         let mut history = self.room.history();
         for (r, sent) in batch.drain(..).zip(sent) {
-            if let Some((http_in, stored_at, at_room)) = r.timed {
-                self.metrics()
-                    .hops
-                    .record(HopSample::new(http_in, stored_at, at_room, written, sent));
+            if let Some(times) = r.timed {
+                written.push((times, sent));
+            }
+            if let Some(fanout) = r.span {
+                fanout.record("messaging.batch.message_count", sent);
+                // Ends with the writes; the fan-out span ends here.
+                spans.push(tracing::info_span!(parent: &fanout, "gateway.write", frames = sent));
             }
             history.insert(Entry {
                 seq: r.seq,
@@ -104,6 +112,19 @@ impl RoomTask {
                 stored_ms: r.stored_ms,
             });
         }
+        if written.is_empty() && spans.is_empty() {
+            return;
+        }
+        let hops = self.metrics().hops.clone();
+        Flusher::current().then(move || {
+            let now = chrono::Utc::now();
+            for ((http_in, stored_at, at_room), members) in written {
+                hops.record(HopSample::new(
+                    http_in, stored_at, at_room, queued, now, members,
+                ));
+            }
+            drop(spans);
+        });
     }
 
     fn ephemeral(&self, ev: &pb::RoomEvent) {
@@ -311,12 +332,18 @@ struct Ready {
     stored_ms: i64,
     /// A sampled event's HTTP-in time, store time, and when the room took
     /// it up.
-    timed: Option<(
-        u64,
-        Option<chrono::DateTime<chrono::Utc>>,
-        chrono::DateTime<chrono::Utc>,
-    )>,
+    timed: Option<HopTimes>,
+    /// Its trace's fan-out span on this gateway, when traces are exported.
+    span: Option<tracing::Span>,
 }
+
+/// A sampled event's HTTP-in time (Unix ns), when JetStream stored it, and
+/// when the room took it up.
+type HopTimes = (
+    u64,
+    Option<chrono::DateTime<chrono::Utc>>,
+    chrono::DateTime<chrono::Utc>,
+);
 
 impl Ready {
     fn new(
@@ -324,11 +351,7 @@ impl Ready {
         prev: u64,
         ev: pb::RoomEvent,
         stored_ms: i64,
-        timed: Option<(
-            u64,
-            Option<chrono::DateTime<chrono::Utc>>,
-            chrono::DateTime<chrono::Utc>,
-        )>,
+        timed: Option<HopTimes>,
     ) -> Self {
         Self {
             frame: EventFrame::encode(&ev, Some((seq, prev))),
@@ -337,6 +360,7 @@ impl Ready {
             ev,
             stored_ms,
             timed,
+            span: None,
         }
     }
 }
@@ -372,7 +396,21 @@ impl RoomTask {
         let stored_at = stored_time(msg);
         let stored_ms = stored_at.map_or(ev.ts_unix_ms, |t| t.timestamp_millis());
         let timed = header_u64(msg, subjects::HOP_HEADER).map(|h| (h, stored_at, at_room));
-        ready.push(Ready::new(seq, prev, ev, stored_ms, timed));
+        let mut r = Ready::new(seq, prev, ev, stored_ms, timed);
+        if telemetry::exporting() {
+            let span = tracing::info_span!(
+                "gateway.fanout",
+                otel.kind = "consumer",
+                messaging.system = "nats",
+                messaging.destination.name = %msg.subject,
+                room = %self.room.name,
+                seq,
+                messaging.batch.message_count = tracing::field::Empty,
+            );
+            telemetry::set_parent_from(&span, msg.headers.as_ref());
+            r.span = Some(span);
+        }
+        ready.push(r);
     }
 }
 

@@ -23,3 +23,4 @@ mod services;
 mod shutdown;
 mod suggestions;
 mod tokens;
+mod traces;
