@@ -24,3 +24,4 @@ mod shutdown;
 mod suggestions;
 mod tokens;
 mod traces;
+mod walkthrough;
