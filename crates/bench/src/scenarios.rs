@@ -631,6 +631,7 @@ async fn ingest(ctx: &Ctx) -> anyhow::Result<Report> {
         let failed = Arc::new(AtomicUsize::new(0));
         let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
         let cpu = ctx.ingest_pid.map(|p| CpuMeter::start(vec![p]));
+        let nats_cpu = ctx.nats_pid.map(|p| CpuMeter::start(vec![p]));
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for k in 0..if batch { batch_conc } else { single_conc } {
@@ -682,6 +683,8 @@ async fn ingest(ctx: &Ctx) -> anyhow::Result<Report> {
             let (s, w) = c.read();
             round(s / w, 2)
         });
+        let nats_secs = nats_cpu.map(|c| c.read().0);
+        let nats_us_per_event = nats_secs.map(|s| round(s * 1e6 / stored.max(1) as f64, 2));
         progress(format!(
             "ingest: {kind}: {rate:.0} events/s accepted, {failures} failed"
         ));
@@ -697,16 +700,19 @@ async fn ingest(ctx: &Ctx) -> anyhow::Result<Report> {
             )
         } else {
             (
-                20_000.0,
-                "≥ 20,000 accepted events/s on the single endpoint",
+                30_000.0,
+                "≥ 30,000 accepted events/s on the single endpoint",
             )
         };
         rep.target(
             what,
             format!(
-                "{rate:.0} events/s{}",
+                "{rate:.0} events/s{}{}",
                 ingest_cores
                     .map(|c| format!(" (ingest used {c} cores)"))
+                    .unwrap_or_default(),
+                nats_us_per_event
+                    .map(|us| format!("; NATS {us} µs of CPU per stored event"))
                     .unwrap_or_default()
             ),
             rate >= goal,
@@ -721,6 +727,8 @@ async fn ingest(ctx: &Ctx) -> anyhow::Result<Report> {
                 "failed_requests": failures,
                 "events_per_s": rate.round(),
                 "ingest_cpu_cores": ingest_cores,
+                "nats_cpu_cores": nats_secs.map(|s| round(s / wall, 2)),
+                "nats_cpu_us_per_event": nats_us_per_event,
             }),
         );
     }

@@ -25,6 +25,9 @@ pub struct Settings {
     /// Every this many stored events one is timed hop by hop
     /// (`SB_HOP_SAMPLE`; 0: none).
     pub hop_sample: u64,
+    /// Whether a batch is stored as one JetStream atomic batch, all or none
+    /// (`SB_BATCH_ATOMIC`), rather than as pipelined publishes.
+    pub batch_atomic: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -64,6 +67,7 @@ impl Settings {
             max_event_bytes: config::max_event_bytes(src)?,
             max_batch_events: max_batch_events(src)?,
             notify_poll: config::duration(src, "SB_NOTIFY_POLL", Duration::from_secs(1))?,
+            batch_atomic: config::boolean(src, "SB_BATCH_ATOMIC", false)?,
             hop_sample: config::parsed(
                 src,
                 "SB_HOP_SAMPLE",

@@ -52,6 +52,20 @@ pub fn parsed<T: FromStr>(
     }
 }
 
+/// `true` or `false` (also `1`/`0`), `default` when unset.
+pub fn boolean(src: &dyn Source, var: &str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var).as_deref() {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ConfigError {
+            var: var.into(),
+            value: other.into(),
+            rule: "true or false".into(),
+        }),
+    }
+}
+
 /// A whole number of at least `min`; `rule` says so in the error.
 pub fn at_least<T>(
     src: &dyn Source,

@@ -365,34 +365,35 @@ impl Request<'_> {
         Err(PublishError::Undecidable)
     }
 
-    /// Publishes events one by one under `ids` (all sent, then all acks
-    /// awaited), for a batch JetStream refused because its ids are stored
-    /// already: each is a duplicate answered with its first sequence, and
-    /// nothing is stored again.
+    /// Publishes events one by one, pipelined (all sent on the worker's
+    /// connection, then all acks awaited): a batch when `SB_BATCH_ATOMIC`
+    /// is off, and the sequences of a batch JetStream refused because its
+    /// ids are stored already (each a duplicate, answered with its first
+    /// sequence; nothing is stored again).
     async fn publish_each(
         &self,
         protos: &[(
             switchboard_proto::RoomName,
             switchboard_proto::pb::RoomEvent,
         )],
+        kind: PublishKind,
     ) -> Result<Vec<u64>, PublishError> {
-        let mut acks = Vec::with_capacity(protos.len());
-        for (room, ev) in protos {
-            acks.push(
-                send_room_event_timed(&self.js.0, self.tenant, room, ev, None)
-                    .await
-                    .map_err(PublishError::Store)?,
-            );
+        let timed = self.state.metrics.publish(kind);
+        let seqs = async {
+            let mut acks = Vec::with_capacity(protos.len());
+            for (room, ev) in protos {
+                let mark = self.state.hops.mark(self.http_in);
+                acks.push(send_room_event_timed(&self.js.0, self.tenant, room, ev, mark).await?);
+            }
+            let mut seqs = Vec::with_capacity(acks.len());
+            for ack in acks {
+                seqs.push(ack.await.map_err(PublishEventError::from)?.sequence);
+            }
+            Ok(seqs)
         }
-        let mut seqs = Vec::with_capacity(acks.len());
-        for ack in acks {
-            seqs.push(
-                ack.await
-                    .map_err(|e| PublishError::Store(e.into()))?
-                    .sequence,
-            );
-        }
-        Ok(seqs)
+        .instrument(publish_span(protos.len()))
+        .await;
+        timed.done(seqs).map_err(PublishError::Store)
     }
 
     fn protos(
@@ -419,13 +420,16 @@ impl Request<'_> {
         shape: Shape,
     ) -> Result<Vec<u64>, PublishError> {
         let protos = self.protos(events, ids);
+        if shape == Shape::Batch && !self.state.settings.batch_atomic {
+            return self.publish_each(&protos, PublishKind::Batch).await;
+        }
         if shape == Shape::Batch {
             // Ids of a keyed batch already stored (a retry inside the dedup
             // window whose record was lost): the batch is refused whole,
             // and its sequences are learnt event by event.
             return match self.publish_batch(&protos).await {
                 Err(PublishError::StoreBatch(e)) if e.is_duplicate() => {
-                    self.publish_each(&protos).await
+                    self.publish_each(&protos, PublishKind::Single).await
                 }
                 other => other,
             };

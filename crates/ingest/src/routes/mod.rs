@@ -25,6 +25,7 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 use chrono::{DateTime, Utc};
 use switchboard_platform::Problem;
+use switchboard_platform::http::RoutePattern;
 pub use switchboard_platform::problem::{ApiError, Invalid, NotJson, json_body};
 
 use crate::domain::suggestion::cursor;
@@ -116,7 +117,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     for (path, list) in paths {
         let allow: Vec<&'static str> = list.iter().map(|e| method_name(&e.method)).collect();
-        let mut resource = web::resource(path);
+        let mut resource = web::resource(path).app_data(RoutePattern(path));
         for e in list {
             resource = resource.route((e.mount)(web::route().method(e.method)));
         }

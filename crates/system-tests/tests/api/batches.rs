@@ -1,6 +1,6 @@
-//! The batch endpoint stores a request's events all or none, as one atomic
-//! JetStream batch, and every event still reaches its room with a seq and a
-//! `prev` of its own.
+//! The batch endpoint stores a request's events — pipelined, or with
+//! `SB_BATCH_ATOMIC` all or none as one atomic JetStream batch — and every
+//! event reaches its room with a seq and a `prev` of its own.
 
 use std::time::Duration;
 
@@ -8,11 +8,19 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use switchboard_test_support::NatsServer;
 
-use crate::helpers::{join, spawn_app, spawn_app_with};
+use switchboard_test_support::nats_url;
+
+use crate::helpers::{join, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_batch_is_stored_whole_and_each_event_keeps_its_own_seq_and_prev() {
-    let app = spawn_app().await;
+async fn a_batch_is_stored_and_each_event_keeps_its_own_seq_and_prev() {
+    for atomic in [false, true] {
+        each_event_keeps_its_own_seq_and_prev(atomic).await;
+    }
+}
+
+async fn each_event_keeps_its_own_seq_and_prev(atomic: bool) {
+    let app = spawn_app_with(&nats_url(), &[("SB_BATCH_ATOMIC", &atomic.to_string())]).await;
     let t = app.create_tenant().await;
     let mut c = app
         .connect(&t, "u1", json!({"a": ["read"], "b": ["read"]}))
@@ -46,16 +54,22 @@ async fn a_batch_is_stored_whole_and_each_event_keeps_its_own_seq_and_prev() {
             "item {i}: prev is the room's previous event"
         );
     }
-    // The batch's events are consecutive in the stream, in request order.
     let seqs: Vec<u64> = items.iter().map(|i| i["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] > w[0]),
+        "in request order: {seqs:?}"
+    );
+    if atomic {
+        // One atomic batch: consecutive in the stream.
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_the_server_refuses_stores_none_of_its_events() {
     let nats =
         NatsServer::start_with_config(Some("jetstream { limits { batch { max_msgs: 3 } } }")).await;
-    let app = spawn_app_with(&nats.url, &[]).await;
+    let app = spawn_app_with(&nats.url, &[("SB_BATCH_ATOMIC", "true")]).await;
     let t = app.create_tenant().await;
     let mut c = app.connect(&t, "u1", json!({"a": ["read"]})).await;
     join(&mut c, "a").await;
@@ -92,7 +106,13 @@ async fn a_batch_the_server_refuses_stores_none_of_its_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyed_batch_retried_after_its_record_was_lost_gets_the_first_answer_and_stores_nothing()
 {
-    let app = spawn_app().await;
+    for atomic in [false, true] {
+        keyed_batch_retried_after_its_record_was_lost(atomic).await;
+    }
+}
+
+async fn keyed_batch_retried_after_its_record_was_lost(atomic: bool) {
+    let app = spawn_app_with(&nats_url(), &[("SB_BATCH_ATOMIC", &atomic.to_string())]).await;
     let t = app.create_tenant().await;
     let mut c = app.connect(&t, "u1", json!({"a": ["read"]})).await;
     join(&mut c, "a").await;
@@ -119,6 +139,10 @@ async fn a_keyed_batch_retried_after_its_record_was_lost_gets_the_first_answer_a
         .unwrap();
     let again = send().await.unwrap();
     assert_eq!(again.status(), 201);
-    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        first,
+        "atomic: {atomic}"
+    );
     c.assert_silent(Duration::from_millis(500)).await;
 }
