@@ -132,10 +132,16 @@ impl RoomHub {
             return Err(JoinError::Unavailable(None));
         }
         let bus = &self.inner.bus;
-        let (seq, state) =
-            tokio::try_join!(bus.last_seq(tenant, room), bus.room_state(tenant, room))?;
+        // The floor: what the room's task has delivered. Events after it
+        // reach this member (held now), events up to it do not (so the
+        // replay ends there). A since beyond it may be an event this
+        // gateway has not received yet: JetStream says.
+        let mut seq = r.latest();
+        if spec.since.is_some_and(|since| since > seq) {
+            seq = seq.max(bus.last_seq(tenant, room).await?);
+        }
         entered.seq = seq;
-        entered.state = state;
+        entered.state = self.state_of(&r).await?;
         if let Some(since) = spec.since {
             entered.recovery = Some(
                 self.recover(&r, since, seq, &spec.filters, spec.presence)
@@ -143,6 +149,21 @@ impl RoomHub {
             );
         }
         Ok(entered)
+    }
+
+    /// The room's state: the one kept, while no `state.updated` since says
+    /// it changed; else read from KV (and kept once the KV has caught up).
+    async fn state_of(&self, r: &Room) -> Result<Option<RoomState>, BusError> {
+        if let Some(state) = r.state().current() {
+            return Ok(state);
+        }
+        let read = self.inner.bus.room_state(&r.tenant, &r.name).await?;
+        let mut cache = r.state();
+        if read.as_ref().map_or(0, |v| v.seq) >= cache.announced {
+            cache.loaded = true;
+            cache.value = read.clone();
+        }
+        Ok(read)
     }
 
     fn open_room(&self, tenant: &TenantId, room: &RoomName) -> Arc<Room> {
@@ -156,6 +177,8 @@ impl RoomHub {
             closed: Default::default(),
             history: std::sync::Mutex::new(History::new(self.inner.limits.history_cap)),
             fetch: Default::default(),
+            latest: Default::default(),
+            state: Default::default(),
         });
         let task = spawn_room(self.clone(), r.clone(), ready_tx);
         *r.task.lock().expect("room task lock is never poisoned") = Some(task);

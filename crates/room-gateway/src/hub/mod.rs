@@ -14,7 +14,7 @@ mod member;
 mod room;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::names::EventFilter;
@@ -73,6 +73,31 @@ struct Room {
     /// One JetStream replay fetch per room at a time: joiners that waited
     /// for it find its events in `history`.
     fetch: tokio::sync::Mutex<()>,
+    /// The last seq the room's task has delivered (or skipped, telling the
+    /// members to resync): a joiner's floor. Stored under the members lock.
+    latest: AtomicU64,
+    /// The room's state as joiners get it, read from KV `SB_ROOM_STATE` and
+    /// read again once a `state.updated` event says it changed.
+    state: Mutex<StateCache>,
+}
+
+/// The room's state, and whether it is known to be current.
+#[derive(Default)]
+struct StateCache {
+    /// Read from KV at least once.
+    loaded: bool,
+    value: Option<switchboard_proto::room_state::RoomState>,
+    /// The seq of the newest `state.updated` event delivered: a value older
+    /// than it is stale (the KV is written right after that event is
+    /// stored).
+    announced: u64,
+}
+
+impl StateCache {
+    fn current(&self) -> Option<Option<switchboard_proto::room_state::RoomState>> {
+        let seq = self.value.as_ref().map_or(0, |v| v.seq);
+        (self.loaded && seq >= self.announced).then(|| self.value.clone())
+    }
 }
 
 impl Room {
@@ -86,6 +111,16 @@ impl Room {
         self.history
             .lock()
             .expect("history lock is never poisoned: no code panics while holding it")
+    }
+
+    fn state(&self) -> MutexGuard<'_, StateCache> {
+        self.state
+            .lock()
+            .expect("state cache lock is never poisoned: no code panics while holding it")
+    }
+
+    fn latest(&self) -> u64 {
+        self.latest.load(Ordering::Acquire)
     }
 }
 

@@ -37,6 +37,9 @@ const HEAL_RETRY: Duration = Duration::from_millis(50);
 const LIVE_BATCH: usize = 64;
 /// How long a room already behind waits for its batch to grow.
 const COALESCE: Duration = Duration::from_millis(2);
+/// The event ingest announces a new room state with (KV `SB_ROOM_STATE`
+/// holds it).
+const STATE_UPDATED: &str = "state.updated";
 /// The `after_ms` window of a `reconnect` sent when a gap cannot be healed.
 const RESYNC_JITTER_MS: u64 = 1_000;
 
@@ -84,13 +87,23 @@ impl RoomTask {
                 })
                 .collect();
             let mut members = self.room.members();
-            deliver_stored(
+            let sent = deliver_stored(
                 &mut members,
                 &events,
                 self.hub.inner.limits.held,
                 self.metrics(),
-            )
+            );
+            if let Some(newest) = batch.last() {
+                self.room
+                    .latest
+                    .store(newest.seq, std::sync::atomic::Ordering::Release);
+            }
+            sent
         };
+        if let Some(r) = batch.iter().rev().find(|r| r.ev.event == STATE_UPDATED) {
+            let mut state = self.room.state();
+            state.announced = state.announced.max(r.seq);
+        }
         let queued = chrono::Utc::now();
         let mut written: Vec<(HopTimes, usize)> = Vec::new();
         let mut spans: Vec<tracing::Span> = Vec::new();
@@ -201,6 +214,15 @@ impl RoomTask {
         Ok(Some(events))
     }
 
+    /// Events up to `seq` were not delivered (the members were told to
+    /// resync): joiners start after them.
+    fn skipped(&self, seq: u64) {
+        let _members = self.room.members();
+        self.room
+            .latest
+            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// A gap the stream cannot fill: every member is told to reconnect and
     /// resume with `since`, rather than silently skip it.
     fn resync(&self) {
@@ -233,6 +255,7 @@ impl RoomTask {
             self.metrics().gaps_detected.inc();
             if !self.heal(*last, latest).await {
                 self.resync();
+                self.skipped(latest);
             }
             *last = latest;
         }
@@ -260,6 +283,7 @@ async fn run(task: RoomTask, ready: watch::Sender<Option<bool>>) {
             return;
         }
     };
+    task.skipped(last);
     let _ = ready.send(Some(true));
     // Set after a possible loss: due once the room has been quiet.
     let mut tail_check: Option<Instant> = None;
@@ -390,6 +414,7 @@ impl RoomTask {
             self.metrics().gaps_detected.inc();
             if !self.heal(*last, prev).await {
                 self.resync();
+                self.skipped(prev);
             }
         }
         *last = seq;

@@ -105,3 +105,34 @@ async fn presence_and_state_work_in_rooms_with_every_character_the_rule_allows()
     }
     w.assert_silent(Duration::from_millis(200)).await;
 }
+
+/// A gateway keeps a room's state for its joiners while the room has
+/// members, and reads it again once `state.updated` says it changed: every
+/// joiner gets the newest state, never an older one.
+#[tokio::test(flavor = "multi_thread")]
+async fn joiners_get_the_newest_state_while_the_room_stays_open() {
+    let app = spawn_app().await;
+    let t = app.create_tenant().await;
+    let mut keeper = app.connect(&t, "keeper", json!({"board": ["read"]})).await;
+    crate::helpers::join(&mut keeper, "board").await;
+    for version in 1..=3 {
+        let (status, put) = app
+            .call(
+                &t,
+                reqwest::Method::PUT,
+                "/rooms/board/state",
+                Some(json!({"data": {"version": version}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{put}");
+        // The keeper's room has seen the update before the next joiner.
+        let ev = keeper.next_of_type("event").await;
+        assert_eq!(ev["event"], "state.updated");
+        let mut c = app.connect(&t, "joiner", json!({"board": ["read"]})).await;
+        c.send_json(json!({"op": "join", "room": "board"})).await;
+        c.next_of_type("joined").await;
+        let state = c.next_of_type("state").await;
+        assert_eq!(state["data"]["version"], version, "{state}");
+        assert_eq!(state["seq"], put["seq"]);
+    }
+}
