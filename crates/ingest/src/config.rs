@@ -58,11 +58,15 @@ impl Settings {
             ),
             admin_token: config::admin_token(src)?,
             streams: StreamSettings::from_source(src)?,
-            db_pool_size: config::parsed(
+            // Few connections: each statement costs PostgreSQL a wake-up,
+            // and fewer, busier backends stay warm (measured: 16 → 4 took
+            // PostgreSQL from 0.27 to 0.20 cores at 1,000 keyed publishes/s).
+            db_pool_size: config::at_least(
                 src,
                 "SB_DB_POOL_SIZE",
-                16,
-                "a whole number of connections",
+                8,
+                1,
+                "a whole number of connections, at least 1",
             )?,
             max_event_bytes: config::max_event_bytes(src)?,
             max_batch_events: max_batch_events(src)?,

@@ -28,6 +28,7 @@ pub mod keycache;
 pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
+pub mod records;
 pub mod repository;
 pub mod routes;
 pub mod schema;

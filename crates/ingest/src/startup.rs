@@ -34,6 +34,8 @@ pub struct Application {
     /// server stops, or when this is dropped unrun.
     background: ShutdownTrigger,
     delivery: tokio::task::JoinHandle<()>,
+    /// Writes idempotency answers; ends after the background stop.
+    records: tokio::task::JoinHandle<()>,
 }
 
 /// Largest request body (a batch of events).
@@ -100,6 +102,8 @@ impl Application {
         metrics.register(&mut registry);
         http_metrics.register(&mut registry, "switchboard_ingest");
         let registry = SharedRegistry::new(registry);
+        let (completer, records) =
+            crate::records::Completer::start(repo.clone(), background_stop.clone());
         let notify_poll = settings.notify_poll;
         let hop_sample = settings.hop_sample;
         let state = AppState {
@@ -112,6 +116,7 @@ impl Application {
             keys,
             hops: Arc::new(crate::hops::HopSampler::new(hop_sample)),
             metrics,
+            completer,
         };
         let delivery = tokio::spawn(crate::delivery::run(
             state.clone(),
@@ -155,6 +160,7 @@ impl Application {
             bus,
             background,
             delivery,
+            records,
         })
     }
 
@@ -177,6 +183,8 @@ impl Application {
         {
             tracing::warn!("notification delivery did not stop in time");
         }
+        // The server has stopped: no answer is queued after this.
+        let _ = self.records.await;
         if let Err(e) = self.bus.client.drain().await {
             tracing::warn!(error = %e, "draining NATS failed");
         }

@@ -14,6 +14,7 @@ use crate::hops::HopSampler;
 use crate::keycache::KeyCache;
 use crate::metrics::IngestMetrics;
 use crate::ratelimit::RateLimiter;
+use crate::records::Completer;
 use crate::repository::Repository;
 
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct AppState {
     /// Which stored events are timed hop by hop.
     pub hops: Arc<HopSampler>,
     pub metrics: Arc<IngestMetrics>,
+    /// Writes idempotency answers behind their requests.
+    pub completer: Completer,
 }
 
 /// JetStream on a NATS connection of the HTTP worker's own: a publish and

@@ -19,8 +19,8 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Bytea, Jsonb, Nullable, Text, Timestamptz};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Bytea, Jsonb, Text};
 use diesel_async::RunQueryDsl;
 
 use super::{Repository, RepositoryError};
@@ -66,7 +66,8 @@ impl Repository {
     }
 
     /// Claims `key` for a request whose body hashes to `request_hash`, or
-    /// says who holds it: one round trip.
+    /// says who holds it: one insert for a new key (the usual case), a read
+    /// after it for a retry.
     pub async fn claim_key(
         &self,
         tenant: &str,
@@ -75,30 +76,41 @@ impl Repository {
         request_hash: &[u8],
     ) -> Result<Claim, RepositoryError> {
         let mut conn = self.pool.get().await?;
-        // A twin that committed its claim after this statement's snapshot
-        // is neither inserted over nor seen: the next statement sees it.
-        for _ in 0..3 {
-            let rows: Vec<ClaimRow> = ClaimKey {
-                tenant,
-                scope,
-                key,
-                request_hash,
-            }
-            .load(&mut conn)
-            .await?;
-            match rows.into_iter().next() {
-                Some((true, ..)) => return Ok(Claim::New),
-                Some((false, hash, response, claimed_at)) => {
-                    return Ok(Claim::Earlier {
-                        request_hash: hash.unwrap_or_default(),
-                        response,
-                        claimed_at,
-                    });
-                }
-                None => continue,
-            }
+        let claimed = ClaimKey {
+            tenant,
+            scope,
+            key,
+            request_hash,
         }
-        Err(RepositoryError::Query(diesel::result::Error::NotFound))
+        .execute(&mut conn)
+        .await?;
+        if claimed == 1 {
+            return Ok(Claim::New);
+        }
+        let (request_hash, response, claimed_at) = idempotency_keys::table
+            .find((tenant, scope, key))
+            .select((
+                idempotency_keys::request_hash,
+                idempotency_keys::response,
+                idempotency_keys::created_at,
+            ))
+            .first::<(Vec<u8>, Option<serde_json::Value>, DateTime<Utc>)>(&mut conn)
+            .await?;
+        Ok(Claim::Earlier {
+            request_hash,
+            response,
+            claimed_at,
+        })
+    }
+
+    /// Writes the answers of many claimed keys in one statement.
+    pub async fn complete_keys(&self, answers: &[Answer]) -> Result<(), RepositoryError> {
+        if answers.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.get().await?;
+        CompleteKeys::new(answers).execute(&mut conn).await?;
+        Ok(())
     }
 
     /// Writes the answer of the request that claimed `key`.
@@ -122,19 +134,11 @@ impl Repository {
     }
 }
 
-/// (inserted now, body hash, answer, claimed at)
-type ClaimRow = (
-    bool,
-    Option<Vec<u8>>,
-    Option<serde_json::Value>,
-    DateTime<Utc>,
-);
-
-/// The claim: insert a pending record, or read the one there. Written as
-/// query types of their own rather than `sql_query` so that diesel
-/// prepares them once per connection (raw SQL is parsed and planned on
-/// every request); `set_config(…, true)` in a subquery holds for this one
-/// statement's implicit transaction and leaks into no pooled session.
+/// The claim: a pending record, unless the key has one. Written as query
+/// types of their own rather than `sql_query` so that diesel prepares them
+/// once per connection (raw SQL is parsed and planned on every request);
+/// `set_config(…, true)` in a subquery holds for this one statement's
+/// implicit transaction and leaks into no pooled session.
 struct ClaimKey<'a> {
     tenant: &'a str,
     scope: &'a str,
@@ -147,15 +151,10 @@ impl QueryId for ClaimKey<'_> {
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for ClaimKey<'_> {
-    type SqlType = (Bool, Nullable<Bytea>, Nullable<Jsonb>, Timestamptz);
-}
-
 impl QueryFragment<Pg> for ClaimKey<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "WITH claimed AS (INSERT INTO idempotency_keys \
-             (tenant_id, scope, key, request_hash, response) SELECT ",
+            "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, response) SELECT ",
         );
         out.push_bind_param::<Text, _>(self.tenant)?;
         out.push_sql(", ");
@@ -166,13 +165,65 @@ impl QueryFragment<Pg> for ClaimKey<'_> {
         out.push_bind_param::<Bytea, _>(self.request_hash)?;
         out.push_sql(
             ", NULL FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-             ON CONFLICT DO NOTHING RETURNING created_at) \
-             SELECT true, NULL::bytea, NULL::jsonb, created_at FROM claimed \
-             UNION ALL SELECT false, request_hash, response, created_at FROM idempotency_keys \
-             WHERE ",
+             ON CONFLICT DO NOTHING",
         );
-        push_key(&mut out, self.tenant, self.scope, self.key)?;
-        out.push_sql(" AND NOT EXISTS (SELECT 1 FROM claimed)");
+        Ok(())
+    }
+}
+
+/// A claimed key's answer, to be written.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub tenant: String,
+    pub scope: String,
+    pub key: String,
+    pub response: serde_json::Value,
+}
+
+/// Many answers in one `UPDATE … FROM unnest(…)` (asynchronous commit),
+/// column by column.
+struct CompleteKeys<'a> {
+    tenants: Vec<&'a str>,
+    scopes: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    responses: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> CompleteKeys<'a> {
+    fn new(answers: &'a [Answer]) -> Self {
+        Self {
+            tenants: answers.iter().map(|a| a.tenant.as_str()).collect(),
+            scopes: answers.iter().map(|a| a.scope.as_str()).collect(),
+            keys: answers.iter().map(|a| a.key.as_str()).collect(),
+            responses: answers.iter().map(|a| &a.response).collect(),
+        }
+    }
+}
+
+impl QueryId for CompleteKeys<'_> {
+    type QueryId = CompleteKeys<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for CompleteKeys<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        use diesel::sql_types::Array;
+        out.push_sql(
+            "UPDATE idempotency_keys AS k SET response = a.response \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit, \
+             unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.tenants)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.scopes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Jsonb>, _>(&self.responses)?;
+        out.push_sql(
+            ") AS a(tenant_id, scope, key, response) \
+             WHERE k.tenant_id = a.tenant_id AND k.scope = a.scope AND k.key = a.key",
+        );
         Ok(())
     }
 }

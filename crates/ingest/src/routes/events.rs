@@ -26,6 +26,7 @@ use super::{ApiError, Endpoint, Invalid, NotJson, json_body, repository_problem}
 use crate::domain::event::{ValidEvent, parse_batch, parse_single};
 use crate::domain::secrets;
 use crate::metrics::PublishKind;
+use crate::records::Answer;
 use crate::repository::RepositoryError;
 use crate::repository::idempotency::Claim;
 use crate::state::{AppState, WorkerJetStream};
@@ -279,47 +280,18 @@ impl Request<'_> {
         }
     }
 
-    /// Writes the answer to the key's record. The events are stored
-    /// whatever happens here, so the client is told so; a record that cannot
-    /// be written now is written later, and a retry meanwhile is settled
-    /// against the stream rather than stored again.
+    /// Hands the answer to the key's record to the writer behind the
+    /// requests ([`crate::records`]): the client need not wait for it.
     async fn complete(&self, key: &str, answer: &Value) {
-        let (tenant, scope) = (self.tenant.as_str(), self.scope);
-        if let Err(e) = self
-            .state
-            .repo
-            .complete_key(tenant, scope, key, answer)
-            .await
-        {
-            tracing::warn!(error = %e, tenant, scope, key, "events stored, their idempotency record not written yet; retrying in the background");
-            let (repo, tenant, scope, key, answer) = (
-                self.state.repo.clone(),
-                tenant.to_owned(),
-                scope.to_owned(),
-                key.to_owned(),
-                answer.clone(),
-            );
-            tokio::spawn(async move {
-                let mut wait = Duration::from_millis(200);
-                for _ in 0..40 {
-                    tokio::time::sleep(wait).await;
-                    if repo
-                        .complete_key(&tenant, &scope, &key, &answer)
-                        .await
-                        .is_ok()
-                    {
-                        return;
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-                tracing::error!(
-                    tenant,
-                    scope,
-                    key,
-                    "an idempotency record could not be written; a retry of it is settled against the stream"
-                );
-            });
-        }
+        self.state
+            .completer
+            .complete(Answer {
+                tenant: self.tenant.as_str().to_owned(),
+                scope: self.scope.to_owned(),
+                key: key.to_owned(),
+                response: answer.clone(),
+            })
+            .await;
     }
 
     /// An earlier attempt claimed the key and wrote no answer: it may have

@@ -38,6 +38,9 @@ pub fn repository_problem(e: &RepositoryError) -> Option<Problem> {
         RepositoryError::Pool(_) => Some(Problem::unavailable(
             "the database is unreachable; nothing was stored, retry later",
         )),
+        RepositoryError::Query(q) if switchboard_platform::db::is_closed_connection(q) => Some(
+            Problem::unavailable("the database connection was lost; nothing was stored, retry"),
+        ),
         RepositoryError::Query(_) => None,
     }
 }
