@@ -195,14 +195,16 @@ impl Outbox {
             // Backed up: the writer is on it, and waits for the socket.
             return;
         }
-        while s.pending.is_empty() && !s.queue.is_empty() {
-            let n = s.queue.len().min(MAX_BATCH);
-            let mut batch: [Bytes; MAX_BATCH] = std::array::from_fn(|_| Bytes::new());
-            for (slot, f) in batch.iter_mut().zip(s.queue.drain(..n)) {
-                *slot = f;
-            }
-            if send_now(&self.socket, &batch[..n], &mut s.pending).is_err() {
-                s.broken = true;
+        let st = &mut *s;
+        while st.pending.is_empty() && !st.queue.is_empty() {
+            // Sent from where they wait (no copy, no staging array), then
+            // dropped.
+            let n = st.queue.len().min(MAX_BATCH);
+            let frames = &st.queue.make_contiguous()[..n];
+            let sent = send_now(&self.socket, frames, &mut st.pending);
+            st.queue.drain(..n);
+            if sent.is_err() {
+                st.broken = true;
                 break;
             }
         }
@@ -523,12 +525,20 @@ impl Flusher {
     }
 
     fn push(&self, visit: Visit) {
-        self.inner
-            .listed
-            .lock()
-            .expect("flusher list lock is never poisoned")
-            .push_back(visit);
-        self.inner.bell.notify_one();
+        let was_empty = {
+            let mut listed = self
+                .inner
+                .listed
+                .lock()
+                .expect("flusher list lock is never poisoned");
+            listed.push_back(visit);
+            listed.len() == 1
+        };
+        // A list that held something already has the task's attention: it
+        // empties the list before it waits again.
+        if was_empty {
+            self.inner.bell.notify_one();
+        }
     }
 
     fn list(&self, outbox: Arc<Outbox>) {
