@@ -201,7 +201,8 @@ struct RouteLabels {
 #[derive(Clone, Copy, Debug)]
 pub struct RoutePattern(pub &'static str);
 
-fn method_label(m: &actix_web::http::Method) -> &'static str {
+/// A method's name as a `&'static str` (labels, `Allow` headers).
+pub fn method_label(m: &actix_web::http::Method) -> &'static str {
     use actix_web::http::Method;
     match *m {
         Method::GET => "GET",

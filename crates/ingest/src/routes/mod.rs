@@ -25,7 +25,7 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 use chrono::{DateTime, Utc};
 use switchboard_platform::Problem;
-use switchboard_platform::http::RoutePattern;
+use switchboard_platform::http::{RoutePattern, method_label};
 pub use switchboard_platform::problem::{ApiError, Invalid, NotJson, json_body};
 
 use crate::domain::suggestion::cursor;
@@ -119,7 +119,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }
     }
     for (path, list) in paths {
-        let allow: Vec<&'static str> = list.iter().map(|e| method_name(&e.method)).collect();
+        let allow: Vec<&'static str> = list.iter().map(|e| method_label(&e.method)).collect();
         let mut resource = web::resource(path).app_data(RoutePattern(path));
         for e in list {
             resource = resource.route((e.mount)(web::route().method(e.method)));
@@ -133,17 +133,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn not_allowed(req: &HttpRequest, allow: &[&str]) -> Result<HttpResponse, Problem> {
     Err(Problem::method_not_allowed(req.method().as_str(), allow))
-}
-
-fn method_name(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        _ => "OPTIONS",
-    }
 }
 
 #[cfg(test)]
