@@ -1,36 +1,34 @@
-//! analytics builds projections from domain events (`SB_DOMAIN`, durable
-//! consumer) into its own tables, and serves them over HTTP. So far it is the
-//! service skeleton: settings, NATS with the shared streams, PostgreSQL,
-//! `/healthz` `/readyz` `/metrics` and graceful shutdown; the projections
-//! come with their issue.
+//! analytics owns projections built from domain events, and serves them.
+//!
+//! The path of a fact: ingest (or a gateway, or the orchestrator) stores a
+//! domain event in `SB_DOMAIN` → the durable consumer ([`consumer`]) pulls
+//! a batch → each event is decoded into a fact ([`facts`]; one that cannot
+//! be goes to `sb.dead.analytics`) → the batch is applied in one
+//! transaction, the newest fact winning ([`repository::projection`]) → the
+//! batch is acknowledged → the tenants it changed get `analytics.updated`
+//! within a second ([`live`]). Figures are read from the projection's
+//! per-day cells with one aggregate query per answer ([`routes`]).
+//! Gateways' statistics on NATS become each tenant's `metrics`,
+//! `system.metrics` and the alerts ([`system`]).
 
 #![forbid(unsafe_code)]
 
-use switchboard_platform::Shutdown;
-use switchboard_platform::config::{ConfigError, ProcessEnv};
-use switchboard_platform::service::{BasicService, BasicSettings, BuildError};
+pub mod config;
+pub mod consumer;
+pub mod domain;
+pub mod facts;
+pub mod live;
+pub mod metrics;
+pub mod repository;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod system;
+
+pub use config::Settings;
+pub use startup::Application;
 
 pub const SERVICE: &str = "analytics";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
 
-pub type Settings = BasicSettings;
-
-pub fn settings_from_env() -> Result<Settings, ConfigError> {
-    BasicSettings::from_source(&ProcessEnv, DEFAULT_LISTEN)
-}
-
-pub struct Application(BasicService);
-
-impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
-        BasicService::build(SERVICE, settings).await.map(Self)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.0.port()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        self.0.run_until_stopped(shutdown).await
-    }
-}
+pub const MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../../migrations/analytics");

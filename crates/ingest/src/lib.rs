@@ -21,10 +21,10 @@
 
 pub mod clock;
 pub mod config;
+pub mod consumers;
 pub mod delivery;
 pub mod domain;
 pub mod hops;
-pub mod keycache;
 pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;

@@ -19,12 +19,12 @@ use switchboard_platform::{Shutdown, db};
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::keycache::KeyCache;
 use crate::metrics::IngestMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::repository::Repository;
 use crate::routes;
 use crate::state::{AppState, WorkerJetStream};
+use switchboard_platform::apikeys::KeyCache;
 
 pub struct Application {
     port: u16,
@@ -118,6 +118,9 @@ impl Application {
             metrics,
             completer,
         };
+        crate::consumers::key_owner::serve(state.clone(), background_stop.clone())
+            .await
+            .context("answering API key owner requests")?;
         let delivery = tokio::spawn(crate::delivery::run(
             state.clone(),
             notify_poll,
@@ -129,6 +132,9 @@ impl Application {
             App::new()
                 .wrap(from_fn(http::observe))
                 .app_data(web::Data::new(http_metrics.clone()))
+                .app_data(web::Data::new(http::OpenApiDocument(
+                    crate::routes::openapi::DOCUMENT,
+                )))
                 .app_data(web::Data::new(state.clone()))
                 .data_factory(move || {
                     let (nats_url, workers) = (nats_url.clone(), workers.clone());

@@ -11,11 +11,11 @@ use switchboard_platform::tenants::TenantDirectory;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::hops::HopSampler;
-use crate::keycache::KeyCache;
 use crate::metrics::IngestMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::records::Completer;
 use crate::repository::Repository;
+use switchboard_platform::apikeys::KeyCache;
 
 #[derive(Clone)]
 pub struct AppState {

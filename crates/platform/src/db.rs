@@ -89,3 +89,31 @@ pub fn is_closed_connection(e: &diesel::result::Error) -> bool {
         )
     )
 }
+
+/// A repository call that failed: no connection could be taken, or the
+/// statement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error("no PostgreSQL connection available")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("query failed")]
+    Query(#[from] diesel::result::Error),
+}
+
+impl RepositoryError {
+    /// The failure as a client sees it: `503` when PostgreSQL cannot be
+    /// reached or the connection dropped (retry), `None` (an unexpected
+    /// `500`, logged with an id) otherwise. `outcome` tells the client what
+    /// the failure left behind, e.g. "nothing was stored".
+    pub fn problem(&self, outcome: &str) -> Option<crate::Problem> {
+        match self {
+            Self::Pool(_) => Some(crate::Problem::unavailable(format!(
+                "the database is unreachable; {outcome}, retry later"
+            ))),
+            Self::Query(q) if is_closed_connection(q) => Some(crate::Problem::unavailable(
+                format!("the database connection was lost; {outcome}, retry"),
+            )),
+            Self::Query(_) => None,
+        }
+    }
+}

@@ -335,3 +335,107 @@ pub async fn observe(
     }
     res
 }
+
+/// One endpoint of a service's API: how it is mounted, and what its
+/// `/openapi.json` must list.
+pub struct Endpoint {
+    pub method: actix_web::http::Method,
+    pub path: &'static str,
+    pub mount: fn(actix_web::Route) -> actix_web::Route,
+}
+
+impl Endpoint {
+    pub fn new(
+        method: actix_web::http::Method,
+        path: &'static str,
+        mount: fn(actix_web::Route) -> actix_web::Route,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            mount,
+        }
+    }
+}
+
+/// Mounts `endpoints`, one resource per path in the order given (the
+/// router tries them in that order): a method a path does not take is
+/// answered `405` with `Allow` naming those it does; each resource carries
+/// its [`RoutePattern`].
+pub fn mount(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
+    let mut paths: Vec<(&'static str, Vec<Endpoint>)> = Vec::new();
+    for e in endpoints {
+        match paths.iter_mut().find(|(p, _)| *p == e.path) {
+            Some((_, list)) => list.push(e),
+            None => paths.push((e.path, vec![e])),
+        }
+    }
+    for (path, list) in paths {
+        let allow: Vec<&'static str> = list.iter().map(|e| method_label(&e.method)).collect();
+        let mut resource = web::resource(path).app_data(RoutePattern(path));
+        for e in list {
+            resource = resource.route((e.mount)(web::route().method(e.method)));
+        }
+        cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move {
+                Err::<HttpResponse, _>(Problem::method_not_allowed(req.method().as_str(), &allow))
+            }
+        })));
+    }
+}
+
+/// A service's OpenAPI document (app data for [`openapi_document`]).
+#[derive(Clone, Copy)]
+pub struct OpenApiDocument(pub &'static str);
+
+/// `GET /openapi.json`.
+pub async fn openapi_document(doc: web::Data<OpenApiDocument>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0)
+}
+
+/// The `GET /openapi.json` endpoint (the document is [`OpenApiDocument`]
+/// app data).
+pub fn openapi_endpoint() -> Endpoint {
+    Endpoint::new(actix_web::http::Method::GET, "/openapi.json", |r| {
+        r.to(openapi_document)
+    })
+}
+
+/// Checks (in a service's unit test) that `doc` documents every endpoint,
+/// with its responses, and `400` and `422` for every one that takes a body.
+pub fn assert_documented(doc: &str, endpoints: Vec<Endpoint>) {
+    let doc: serde_json::Value = serde_json::from_str(doc).expect("openapi.json is valid JSON");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "openapi.json names an OpenAPI 3 version"
+    );
+    for e in endpoints {
+        let method = e.method.as_str().to_lowercase();
+        let op = &doc["paths"][e.path][&method];
+        assert!(
+            op.is_object(),
+            "{} {} is not in openapi.json",
+            e.method,
+            e.path
+        );
+        assert!(
+            op["responses"].is_object(),
+            "{} {} documents no responses",
+            e.method,
+            e.path
+        );
+        if op["requestBody"].is_object() {
+            for status in ["400", "422"] {
+                assert!(
+                    op["responses"][status].is_object(),
+                    "{} {} takes a body but does not document {status}",
+                    e.method,
+                    e.path
+                );
+            }
+        }
+    }
+}

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apikeys;
+pub mod callers;
 pub mod config;
 pub mod db;
 pub mod http;

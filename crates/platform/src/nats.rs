@@ -296,6 +296,13 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<stream::Config> {
             ..Default::default()
         },
         stream::Config {
+            name: subjects::DEAD_STREAM.into(),
+            subjects: vec![subjects::DEAD_ALL.into()],
+            max_age: settings.domain_age,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        stream::Config {
             name: subjects::TASKS_STREAM.into(),
             subjects: vec![subjects::TASKS_ALL.into()],
             retention: stream::RetentionPolicy::WorkQueue,
@@ -414,6 +421,7 @@ fn static_name(name: &str) -> &'static str {
         subjects::DOMAIN_STREAM,
         subjects::INBOX_STREAM,
         subjects::TASKS_STREAM,
+        subjects::DEAD_STREAM,
     ]
     .into_iter()
     .find(|n| *n == name)

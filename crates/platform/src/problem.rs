@@ -187,6 +187,21 @@ impl Problem {
         p
     }
 
+    /// `400`: a query parameter broke a rule (`field` names it, `rule` says
+    /// what it takes).
+    pub fn invalid_query(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        let field = field.into();
+        let rule = rule.into();
+        let mut p = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("query parameter '{field}' is invalid: {rule}"),
+        );
+        p.field = Some(field);
+        p.rule = Some(rule);
+        p
+    }
+
     /// `400`: the body is not the JSON we expect.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod facts;
 pub mod ids;
 pub mod names;
 pub mod room_state;

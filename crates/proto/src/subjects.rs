@@ -47,12 +47,33 @@ pub fn work(kind: &EventName) -> String {
     format!("sb.work.{kind}")
 }
 
+/// A gateway's statistics (core NATS): `sb.stats.gateway.{gateway}`.
+pub fn gateway_stats(gateway: &str) -> String {
+    format!("sb.stats.gateway.{gateway}")
+}
+
+/// Every gateway's statistics.
+pub const GATEWAY_STATS_ALL: &str = "sb.stats.gateway.*";
+
+/// Domain events a consumer could not decode, copied aside with their
+/// stream sequence: `sb.dead.{consumer}`.
+pub fn dead_letter(consumer: &str) -> String {
+    format!("sb.dead.{consumer}")
+}
+
+/// Who owns an API key (request/reply, answered by ingest, which owns the
+/// keys): the request is the key's SHA-256 hash, the reply the tenant id or
+/// nothing.
+pub const API_KEY_OWNER: &str = "sb.ctl.apikey.owner";
+
 /// Stream filters and the republish mapping.
 pub const ROOM_EVENTS_ALL: &str = "sb.evt.>";
 pub const ROOM_LIVE_ALL: &str = "sb.live.>";
 pub const DOMAIN_ALL: &str = "sb.dom.>";
 pub const INBOX_ALL: &str = "sb.in.>";
 pub const TASKS_ALL: &str = "sb.task.>";
+pub const DEAD_ALL: &str = "sb.dead.>";
+pub const DEAD_STREAM: &str = "SB_DEAD";
 
 /// Header ingest puts on a sample of the room events it stores: when the
 /// HTTP request arrived (Unix nanoseconds). Gateways time the rest of each

@@ -4,9 +4,7 @@
 
 use actix_web::http::header::{self, HeaderMap};
 use switchboard_platform::Problem;
-use switchboard_proto::token::{self, Claims, TokenError};
-
-use crate::tenants::TenantDirectory;
+use switchboard_proto::token::TokenError;
 
 pub const SUBPROTOCOL: &str = "switchboard.v1";
 const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
@@ -38,25 +36,7 @@ pub fn token_from_request(headers: &HeaderMap, query: &str) -> Option<String> {
 }
 
 /// Verifies `raw` with the secrets of the tenant it names.
-pub fn verify(raw: &str, tenants: &TenantDirectory, now: i64) -> Result<Claims, TokenError> {
-    let tenant = token::peek_tenant(raw)?;
-    let config = tenants
-        .get(&tenant)
-        .ok_or_else(|| TokenError::UnknownTenant(tenant.to_string()))?;
-    let mut last = TokenError::BadSignature;
-    for key in &config.signing_keys {
-        match token::verify(raw, key.as_bytes(), now) {
-            Ok(claims) if claims.tenant == tenant => return Ok(claims),
-            Ok(_) => return Err(TokenError::BadSignature),
-            Err(TokenError::BadSignature) => continue,
-            Err(e) => {
-                last = e;
-                break;
-            }
-        }
-    }
-    Err(last)
-}
+pub use switchboard_platform::callers::verify_token as verify;
 
 /// The `401` a refused connection gets, before any upgrade.
 pub fn refuse(e: &TokenError) -> Problem {

@@ -31,6 +31,7 @@ pub mod protocol;
 pub mod session;
 pub mod slots;
 pub mod startup;
+pub mod stats;
 pub mod tenants;
 pub mod upgrade;
 pub mod wire;

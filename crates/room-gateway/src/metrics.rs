@@ -11,12 +11,14 @@
 //! by hop. All clocks are wall clocks: meaningful on one machine, or with
 //! synchronised ones.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use switchboard_platform::metrics::{Counter, Gauge, Registry};
+use switchboard_proto::TenantId;
 
 #[derive(Clone, Default)]
 pub struct GatewayMetrics {
@@ -32,6 +34,7 @@ pub struct GatewayMetrics {
     pub replays_fetched: Counter,
     pub rate_limited: Counter,
     pub hops: Hops,
+    pub tenants: TenantMeters,
 }
 
 impl GatewayMetrics {
@@ -102,6 +105,45 @@ impl GatewayMetrics {
             "replays_fetched": self.replays_fetched.get(),
             "rate_limited": self.rate_limited.get(),
         })
+    }
+}
+
+/// One tenant's counters on this gateway (its share of `frames_in` /
+/// `frames_out`), reported with the gateway's statistics.
+#[derive(Debug, Default)]
+pub struct TenantMeter {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+}
+
+/// Every tenant's meter. A session takes its tenant's at the start, so the
+/// hot paths add to an atomic and never look anything up.
+#[derive(Clone, Default)]
+pub struct TenantMeters(Arc<Mutex<HashMap<TenantId, Arc<TenantMeter>>>>);
+
+impl TenantMeters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Arc<TenantMeter>>> {
+        self.0
+            .lock()
+            .expect("tenant meter lock is never poisoned: no code panics while holding it")
+    }
+
+    pub fn of(&self, tenant: &TenantId) -> Arc<TenantMeter> {
+        self.lock().entry(tenant.clone()).or_default().clone()
+    }
+
+    /// (tenant, frames in, frames out) so far, for every tenant seen.
+    pub fn snapshot(&self) -> Vec<(TenantId, u64, u64)> {
+        self.lock()
+            .iter()
+            .map(|(t, m)| {
+                (
+                    t.clone(),
+                    m.frames_in.load(Ordering::Relaxed),
+                    m.frames_out.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 }
 

@@ -188,6 +188,11 @@ impl Presence {
         }
     }
 
+    /// This gateway's id (in presence entries and its statistics).
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway
+    }
+
     fn lifetime_ms(&self) -> i64 {
         (self.refresh * 3).as_millis() as i64
     }

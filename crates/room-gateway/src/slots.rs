@@ -25,6 +25,11 @@ impl ConnectionSlots {
             .expect("slot lock is never poisoned: no code panics while holding it")
     }
 
+    /// Connections held per tenant.
+    pub fn snapshot(&self) -> Vec<(TenantId, u32)> {
+        self.counts().iter().map(|(t, n)| (t.clone(), *n)).collect()
+    }
+
     /// A slot for one more connection of `tenant`, unless `limit` (0 = none)
     /// is reached.
     pub fn acquire(&self, tenant: &TenantId, limit: u32) -> Option<Slot> {

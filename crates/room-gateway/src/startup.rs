@@ -101,6 +101,7 @@ impl Application {
                 })
         };
         gateway.presence.spawn_refresher(gateway.shutdown.clone());
+        crate::stats::spawn(gateway.clone(), gateway.shutdown.clone());
         let data = web::Data::new(gateway.clone());
         let drain_secs = gateway.settings.drain.as_secs();
         // actix-web's routes, served by actix-http with an upgrade service:

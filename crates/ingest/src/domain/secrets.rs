@@ -37,9 +37,7 @@ pub fn new_key_id() -> String {
     format!("key_{}", uuid::Uuid::now_v7().simple())
 }
 
-pub fn hash_key(api_key: &str) -> Vec<u8> {
-    Sha256::digest(api_key.as_bytes()).to_vec()
-}
+pub use switchboard_platform::apikeys::hash_key;
 
 /// A fresh event id: time-ordered, so ids sort roughly by acceptance.
 pub fn new_event_id() -> String {

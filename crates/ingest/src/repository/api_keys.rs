@@ -1,4 +1,4 @@
-//! API keys: looked up by hash (cached by `keycache`, which a revoke
+//! API keys: looked up by hash (cached by `platform::apikeys`, which a revoke
 //! empties on every instance); a revoked key matches nothing.
 
 use chrono::{DateTime, Utc};

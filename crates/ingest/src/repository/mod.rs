@@ -8,15 +8,8 @@ pub mod notifications;
 pub mod suggestions;
 pub mod tenants;
 
+pub use switchboard_platform::db::RepositoryError;
 use switchboard_platform::db::{self, DbSetupError, PgPool};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RepositoryError {
-    #[error("no PostgreSQL connection available")]
-    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
-    #[error("query failed")]
-    Query(#[from] diesel::result::Error),
-}
 
 /// Cloneable access to ingest's tables.
 #[derive(Clone)]

@@ -100,7 +100,7 @@ impl FromRequest for Admin {
 
 /// A tenant's server: an API key of the path's `{tenant}`, within the
 /// tenant's `http_rps` (over it, `429` with `Retry-After`). Owners of keys
-/// come from [`crate::keycache`], which a revoke empties on every instance,
+/// come from [`switchboard_platform::apikeys`], which a revoke empties on every instance,
 /// so a revoked key is refused at once.
 pub struct TenantKey(pub TenantId);
 

@@ -21,11 +21,9 @@ pub mod tokens;
 
 use std::collections::HashMap;
 
-use actix_web::http::Method;
-use actix_web::{HttpRequest, HttpResponse, Route, web};
+use actix_web::web;
 use chrono::{DateTime, Utc};
 use switchboard_platform::Problem;
-use switchboard_platform::http::{RoutePattern, method_label};
 pub use switchboard_platform::problem::{ApiError, Invalid, NotJson, json_body};
 
 use crate::domain::suggestion::cursor;
@@ -34,15 +32,7 @@ use crate::repository::RepositoryError;
 /// A database failure as the client sees it: `503` when PostgreSQL cannot be
 /// reached (retry), unexpected (`500`, logged with an id) otherwise.
 pub fn repository_problem(e: &RepositoryError) -> Option<Problem> {
-    match e {
-        RepositoryError::Pool(_) => Some(Problem::unavailable(
-            "the database is unreachable; nothing was stored, retry later",
-        )),
-        RepositoryError::Query(q) if switchboard_platform::db::is_closed_connection(q) => Some(
-            Problem::unavailable("the database connection was lost; nothing was stored, retry"),
-        ),
-        RepositoryError::Query(_) => None,
-    }
+    e.problem("nothing was stored")
 }
 
 pub const LIMIT_RULE: &str = "must be a whole number from 1 to 500";
@@ -70,22 +60,7 @@ pub fn page(query: &HashMap<String, String>) -> Result<(i64, After), Invalid> {
     Ok((limit, after))
 }
 
-/// One endpoint: how it is mounted, and what `/openapi.json` must list.
-pub struct Endpoint {
-    pub method: Method,
-    pub path: &'static str,
-    pub mount: fn(Route) -> Route,
-}
-
-impl Endpoint {
-    pub fn new(method: Method, path: &'static str, mount: fn(Route) -> Route) -> Self {
-        Self {
-            method,
-            path,
-            mount,
-        }
-    }
-}
+pub use switchboard_platform::http::Endpoint;
 
 /// Every endpoint of ingest's API (operational ones are in the platform).
 ///
@@ -108,31 +83,9 @@ pub fn endpoints() -> Vec<Endpoint> {
     .collect()
 }
 
-/// Mounts every endpoint, one resource per path: a method the path does
-/// not take is answered `405` with `Allow` naming those it does.
+/// Mounts every endpoint (a method a path does not take is `405`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let mut paths: Vec<(&'static str, Vec<Endpoint>)> = Vec::new();
-    for e in endpoints() {
-        match paths.iter_mut().find(|(p, _)| *p == e.path) {
-            Some((_, list)) => list.push(e),
-            None => paths.push((e.path, vec![e])),
-        }
-    }
-    for (path, list) in paths {
-        let allow: Vec<&'static str> = list.iter().map(|e| method_label(&e.method)).collect();
-        let mut resource = web::resource(path).app_data(RoutePattern(path));
-        for e in list {
-            resource = resource.route((e.mount)(web::route().method(e.method)));
-        }
-        cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
-            let allow = allow.clone();
-            async move { not_allowed(&req, &allow) }
-        })));
-    }
-}
-
-fn not_allowed(req: &HttpRequest, allow: &[&str]) -> Result<HttpResponse, Problem> {
-    Err(Problem::method_not_allowed(req.method().as_str(), allow))
+    switchboard_platform::http::mount(cfg, endpoints());
 }
 
 #[cfg(test)]

@@ -19,12 +19,14 @@ pub type ConnId = Arc<str>;
 pub struct ConnHandle {
     pub id: ConnId,
     pub outbox: Arc<Outbox>,
+    /// Its tenant's counters on this gateway.
+    pub meter: Arc<crate::metrics::TenantMeter>,
 }
 
 impl ConnHandle {
     /// Pushes a frame; an overflow is counted and logged here, once.
     pub fn offer(&self, frame: &Frame, metrics: &GatewayMetrics) -> bool {
-        counted(self.outbox.text(frame), &self.id, metrics)
+        self.counted(self.outbox.text(frame), 1, metrics)
     }
 
     /// Frames in order, for `flusher` to write with the rest of what is
@@ -35,42 +37,40 @@ impl ConnHandle {
         flusher: &Flusher,
         metrics: &GatewayMetrics,
     ) -> bool {
-        counted_n(
-            self.outbox.defer(frames, flusher),
-            frames.len(),
-            &self.id,
-            metrics,
-        )
+        self.counted(self.outbox.defer(frames, flusher), frames.len(), metrics)
     }
 
     /// Frames in order, written together (one system call) where the
     /// socket takes them.
     pub fn offer_all(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
-        counted_n(self.outbox.texts(frames), frames.len(), &self.id, metrics)
+        self.counted(self.outbox.texts(frames), frames.len(), metrics)
     }
 
     /// A join's burst (`joined`, `state`, the replay, what was held): it
     /// may wait beyond the queue's capacity, which it is bounded by anyway.
     pub fn offer_burst(&self, frames: &[bytes::Bytes], metrics: &GatewayMetrics) -> bool {
-        counted_n(self.outbox.burst(frames), frames.len(), &self.id, metrics)
+        self.counted(self.outbox.burst(frames), frames.len(), metrics)
     }
 }
 
-fn counted(pushed: Pushed, conn: &str, metrics: &GatewayMetrics) -> bool {
-    counted_n(pushed, 1, conn, metrics)
-}
-
-fn counted_n(pushed: Pushed, n: usize, conn: &str, metrics: &GatewayMetrics) -> bool {
-    match pushed {
-        Pushed::Accepted => {
-            metrics.frames_out.inc_by(n as u64);
-            true
+impl ConnHandle {
+    /// Counts what a push did: frames out (the gateway's and the
+    /// tenant's), or a slow-consumer cut-off, logged once.
+    fn counted(&self, pushed: Pushed, n: usize, metrics: &GatewayMetrics) -> bool {
+        match pushed {
+            Pushed::Accepted => {
+                metrics.frames_out.inc_by(n as u64);
+                self.meter
+                    .frames_out
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Pushed::Overflowed => {
+                slow_consumer(&self.id, metrics);
+                false
+            }
+            Pushed::Refused => false,
         }
-        Pushed::Overflowed => {
-            slow_consumer(conn, metrics);
-            false
-        }
-        Pushed::Refused => false,
     }
 }
 
@@ -405,6 +405,7 @@ mod tests {
             ConnHandle {
                 id: Arc::from("c_1"),
                 outbox,
+                meter: Default::default(),
             },
             client,
         )

@@ -146,6 +146,15 @@ impl RoomHub {
         &self.inner.metrics
     }
 
+    /// Rooms with local members, per tenant.
+    pub fn rooms_by_tenant(&self) -> HashMap<TenantId, u64> {
+        let mut out: HashMap<TenantId, u64> = HashMap::new();
+        for r in self.rooms().values() {
+            *out.entry(r.tenant.clone()).or_default() += 1;
+        }
+        out
+    }
+
     fn rooms(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {
         self.inner
             .rooms

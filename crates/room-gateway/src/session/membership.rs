@@ -15,6 +15,9 @@ use crate::protocol::{ErrorCode, ErrorFrame, Join, MsgId, ServerFrame};
 /// How long a closing connection's presence entries may take to go.
 const PRESENCE_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Rooms only tokens with `admin` on them may join (DESIGN.md §3).
+const SYSTEM_ROOM_PREFIX: &str = "system:";
+
 impl Session {
     /// Answers `joined` (then `state`, the replay, live events) through
     /// the hub. Joining a room again restarts the membership with the new
@@ -24,6 +27,10 @@ impl Session {
         let perms = self.claims.permissions(&room);
         if !perms.contains(Permissions::READ) {
             return Err(ErrorFrame::forbidden("join", &room, "read"));
+        }
+        // System rooms (system:metrics, system:alerts) are for operators.
+        if room.as_str().starts_with(SYSTEM_ROOM_PREFIX) && !perms.contains(Permissions::ADMIN) {
+            return Err(ErrorFrame::forbidden("join", &room, "admin"));
         }
         let tenant = self.claims.tenant.clone();
         let again = self.rooms.contains(&room);

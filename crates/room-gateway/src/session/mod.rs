@@ -160,9 +160,11 @@ pub async fn run(
 ) {
     let _alive = Alive::new(&gw.sessions);
     let outbox = Arc::new(Outbox::new(socket, gw.settings.outbound_queue));
+    let meter = gw.hub.metrics().tenants.of(&claims.tenant);
     let conn = ConnHandle {
         id: new_conn_id(),
         outbox: outbox.clone(),
+        meter: meter.clone(),
     };
     let heartbeat = gw.settings.heartbeat;
     let mut shutdown = gw.shutdown.clone();
@@ -272,6 +274,7 @@ pub async fn run(
                 match msg {
                     Some(Ok(Incoming::Text(text))) => {
                         metrics.frames_in.inc();
+                        meter.frames_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         match limiter.admit(client_msgs_per_s(&gw, &tenant)) {
                             Admit::Yes => waiting.push_back(Work::Message(text)),
                             Admit::Refused => {

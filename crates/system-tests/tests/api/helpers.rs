@@ -19,6 +19,21 @@ pub struct TestApp {
     _db: TestDatabase,
 }
 
+/// A running analytics instance; dropping it stops it.
+pub struct AnalyticsApp {
+    pub url: String,
+    stop: ShutdownTrigger,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl AnalyticsApp {
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        self.stop.fire();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), self.done).await;
+    }
+}
+
 pub struct Tenant {
     pub id: String,
     pub api_key: String,
@@ -291,6 +306,32 @@ impl TestApp {
         let (stop, s) = shutdown::channel();
         tokio::spawn(ingest.run_until_stopped(s));
         (format!("http://127.0.0.1:{port}"), stop)
+    }
+
+    /// Starts an analytics instance on this app's database and NATS with
+    /// the extra settings `extra`. Keep the answer for as long as it should
+    /// run: dropping it stops it.
+    pub async fn spawn_analytics(&self, extra: &[(&str, &str)]) -> AnalyticsApp {
+        let mut vars = env(&[
+            ("SB_LISTEN", "127.0.0.1:0".into()),
+            ("SB_NATS_URL", self.nats.clone()),
+            ("SB_DATABASE_URL", self._db.url.clone()),
+        ]);
+        vars.extend(self.vars.iter().cloned());
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let app = analytics::Application::build(analytics::Settings::from_source(&vars).unwrap())
+            .await
+            .expect("analytics starts");
+        let port = app.port();
+        let (stop, s) = shutdown::channel();
+        let done = tokio::spawn(async move {
+            let _ = app.run_until_stopped(s).await;
+        });
+        AnalyticsApp {
+            url: format!("http://127.0.0.1:{port}"),
+            stop,
+            done,
+        }
     }
 
     /// Stops ingest (the first service `spawn_app*` started) and starts a

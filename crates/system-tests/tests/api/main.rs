@@ -3,6 +3,7 @@
 //! fresh database and a fresh tenant.
 
 mod admin;
+mod analytics;
 mod api_keys;
 mod auth;
 mod batches;

@@ -14,12 +14,9 @@ async fn analytics_and_orchestrator_are_ready_against_real_nats_and_postgres() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let analytics = analytics::Application::build(
-        switchboard_platform::service::BasicSettings::from_source(&vars, analytics::DEFAULT_LISTEN)
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let analytics = analytics::Application::build(analytics::Settings::from_source(&vars).unwrap())
+        .await
+        .unwrap();
     let orchestrator = workflow_orchestrator::Application::build(
         switchboard_platform::service::BasicSettings::from_source(
             &vars,
@@ -53,7 +50,7 @@ async fn analytics_and_orchestrator_are_ready_against_real_nats_and_postgres() {
     }
     stop.fire();
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        a.await.unwrap();
+        a.await.unwrap().unwrap();
         o.await.unwrap();
     })
     .await

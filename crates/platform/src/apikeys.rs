@@ -1,5 +1,7 @@
 //! Which tenant an API key belongs to, remembered so that the hot path
-//! (publishing events) does not ask PostgreSQL on every request.
+//! (publishing events) does not ask on every request. ingest owns the keys
+//! (PostgreSQL) and answers other services' questions on
+//! `subjects::API_KEY_OWNER` ([`ask_owner`]); every service keeps a cache.
 //!
 //! A revoke evicts the key here at once and tells every other ingest
 //! instance over core NATS (`sb.ctl.apikey.revoked`, the key's hash), so a
@@ -14,8 +16,52 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use switchboard_platform::Shutdown;
+use sha2::{Digest, Sha256};
 use switchboard_proto::subjects;
+
+use crate::Shutdown;
+
+/// How long another service waits for ingest to say who owns a key.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An API key's hash, as it is stored and asked about (only hashes are
+/// kept anywhere).
+pub fn hash_key(api_key: &str) -> Vec<u8> {
+    Sha256::digest(api_key.as_bytes()).to_vec()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("nobody answered who owns an API key (is ingest running?)")]
+    Request(#[source] async_nats::RequestError),
+    #[error("the answer about an API key is not a tenant id")]
+    Answer,
+}
+
+/// Asks ingest (over NATS) which tenant owns the key with `hash`.
+pub async fn ask_owner(
+    client: &async_nats::Client,
+    hash: &[u8],
+) -> Result<Option<String>, AskError> {
+    let reply = tokio::time::timeout(
+        ASK_TIMEOUT,
+        client.request(subjects::API_KEY_OWNER, hash.to_vec().into()),
+    )
+    .await
+    .map_err(|_| {
+        AskError::Request(async_nats::RequestError::with_source(
+            async_nats::RequestErrorKind::TimedOut,
+            "no answer in time",
+        ))
+    })?
+    .map_err(AskError::Request)?;
+    if reply.payload.is_empty() {
+        return Ok(None);
+    }
+    std::str::from_utf8(&reply.payload)
+        .map(|t| Some(t.to_owned()))
+        .map_err(|_| AskError::Answer)
+}
 
 /// How long a known key is trusted without asking PostgreSQL again.
 pub const KEY_TTL: Duration = Duration::from_secs(30);
